@@ -1,0 +1,1 @@
+"""Pure domain types: resources, sites, jobs and their state machine, projects."""

@@ -1,0 +1,47 @@
+"""Settings of a running factory, read from ``GRAPPE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the factory keeps its state and what it serves.
+
+    ``GRAPPE_HOME`` holds the SQLite store, the admin token, uploads and the
+    local site's job directories. ``GRAPPE_DATABASE_URL`` switches the store
+    to PostgreSQL. ``GRAPPE_FACTORY`` points at a ``factory.yaml``; without it
+    the factory is this machine alone, as the site ``local``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GRAPPE_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".grappe")
+    database_url: str | None = None
+    factory: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    scheduler_interval_s: float = Field(default=1.0, gt=0)
+    policy: str = "grappe"
+    # The demo project's allocation on first start, so the examples run as they are.
+    demo_gpu_hours: float = 10.0
+    demo_cpu_hours: float = 100.0
+    max_upload_bytes: int = 100 * 1024 * 1024
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'grappe.db'}"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.home / "admin.token"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.home / "uploads"
+
+    def site_root(self, site: str) -> Path:
+        return self.home / "sites" / site

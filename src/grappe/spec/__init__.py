@@ -1,0 +1,1 @@
+"""Documents users and operators write: job specs and factory.yaml."""

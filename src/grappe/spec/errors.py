@@ -1,0 +1,123 @@
+"""Turn parse and validation failures into messages a user can act on.
+
+Every problem names the field (dotted path), the value given, and what to do.
+The API returns them as a 422 body; the CLI prints them and exits 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+MAX_SPEC_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    value: Any
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        where = self.field or "(document)"
+        return f"{where}: {self.message}"
+
+
+class SpecError(Exception):
+    """A user's document that cannot be used as it is; ``problems`` say why."""
+
+    def __init__(self, problems: list[Problem], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__(head + "; ".join(str(p) for p in problems))
+
+
+def _short(value: Any) -> Any:
+    text = repr(value)
+    return value if len(text) <= 200 else text[:197] + "..."
+
+
+def problems_from_validation(error: ValidationError) -> list[Problem]:
+    """One ``Problem`` per pydantic error, with fixes for the common kinds."""
+    problems = []
+    for err in error.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+        kind = err["type"]
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            msg = f"unknown field {loc.rsplit('.', 1)[-1]!r}; remove it or check its spelling"
+        elif kind == "missing":
+            msg = f"{loc or 'a field'} is required; add it"
+            value = None
+        elif kind == "literal_error":
+            msg = f"{value!r} is not allowed; {msg.lower()}"
+        elif kind.startswith(("greater_than", "less_than")):
+            msg = f"{value!r} is out of range: {msg.lower()}"
+        elif kind in ("int_parsing", "int_type", "float_parsing", "float_type"):
+            msg = f"{value!r} is not a number; {msg.lower()}"
+        elif kind in ("model_type", "dict_type"):
+            msg = f"expected a mapping of fields here, got {type(value).__name__}"
+        problems.append(Problem(field=loc, value=_short(value), message=msg))
+    return problems
+
+
+def validate(model: type[M], data: Any, source: str = "") -> M:
+    """Validate ``data`` as ``model`` or raise ``SpecError``."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            [Problem("", _short(data), "the document must be a mapping of fields (key: value)")],
+            source,
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(problems_from_validation(exc), source) from None
+
+
+def load_yaml(text: str, source: str = "") -> Any:
+    """Parse YAML safely, refusing oversized documents and alias bombs."""
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise SpecError(
+            [Problem("", f"{len(text)} bytes", f"the document is over {MAX_SPEC_BYTES} bytes")],
+            source,
+        )
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            data = loader.get_single_data()
+            # An alias bomb expands a few lines into billions of nodes: refuse many aliases.
+            if text.count("*") > 100 and _node_count(data) > 100_000:
+                raise SpecError(
+                    [Problem("", "", "the document expands to too many values")], source
+                )
+            return data
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([Problem("", "", f"not valid YAML: {where}{problem}")], source) from None
+
+
+def _node_count(data: Any, limit: int = 100_001) -> int:
+    seen = 0
+    stack = [data]
+    while stack and seen < limit:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return seen

@@ -1,0 +1,223 @@
+"""``factory.yaml``: the sites of the federation and their pools, as the operator declares them.
+
+Without a file, the factory is this machine alone, registered as the site
+``local`` with one pool sized from the machine's CPUs, memory and GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from grappe.catalog import gpu_model, gpu_models
+from grappe.domain.resources import parse_memory
+from grappe.domain.sites import Pool, Site
+from grappe.spec.errors import load_yaml, validate
+from grappe.spec.jobspec import NAME_RE
+
+# Engines Grappe drives today; Slurm and Ray adapters are added beside `local`.
+BACKEND_KINDS = ("local",)
+
+
+class PoolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    gpu_model: str | None = None
+    nodes: int = Field(default=1, ge=1)
+    gpus_per_node: int = Field(default=0, ge=0)
+    gpu_memory_gb: int | None = Field(default=None, ge=1)
+    cpus_per_node: int | Literal["auto"] = "auto"
+    memory_per_node: str | int = "auto"
+    price_eur_gpu_hour: float = Field(default=0.0, ge=0)
+    price_eur_cpu_hour: float = Field(default=0.0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(f"pool name {value!r} must hold only letters, digits, '.', '_', '-'")
+        return value
+
+    @field_validator("gpu_model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        known = gpu_model(value)
+        if known is None:
+            raise ValueError(
+                f"unknown GPU model {value!r}; use one of {', '.join(sorted(gpu_models()))}"
+            )
+        return known.name
+
+    @field_validator("memory_per_node")
+    @classmethod
+    def _memory(cls, value: str | int) -> str | int:
+        if value != "auto":
+            parse_memory(value)
+        return value
+
+    @model_validator(mode="after")
+    def _gpus_need_model(self) -> PoolSpec:
+        if self.gpus_per_node and not self.gpu_model:
+            raise ValueError(
+                f"pool {self.name!r} has gpus_per_node {self.gpus_per_node} but no gpu_model; "
+                "add gpu_model (e.g. H100)"
+            )
+        return self
+
+    def to_domain(self) -> Pool:
+        cpus = (os.cpu_count() or 1) if self.cpus_per_node == "auto" else int(self.cpus_per_node)
+        memory = (
+            machine_memory_bytes()
+            if self.memory_per_node == "auto"
+            else parse_memory(self.memory_per_node)
+        )
+        model = gpu_model(self.gpu_model) if self.gpu_model else None
+        return Pool(
+            name=self.name,
+            nodes=self.nodes,
+            cpus_per_node=cpus,
+            memory_bytes_per_node=memory,
+            gpu_model=self.gpu_model,
+            gpus_per_node=self.gpus_per_node,
+            gpu_memory_gb=self.gpu_memory_gb or (model.memory_gb if model else None),
+            price_eur_gpu_hour=self.price_eur_gpu_hour,
+            price_eur_cpu_hour=self.price_eur_cpu_hour,
+        )
+
+
+class BackendSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in BACKEND_KINDS:
+            raise ValueError(f"backend kind {value!r} is not known; use one of {BACKEND_KINDS}")
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SiteSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    operator: str = ""
+    country: str = Field(min_length=2, max_length=2, description="ISO 3166 code, e.g. FR")
+    jurisdiction: str = Field(description="EU, CH, UK, US …")
+    certifications: list[str] = Field(default_factory=list)
+    carbon_g_per_kwh: float = Field(ge=0, description="carbon intensity of the local grid")
+    pue: float = Field(default=1.2, ge=1.0, le=3.0)
+    backend: BackendSpec
+    pools: list[PoolSpec] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(f"site name {value!r} must hold only letters, digits, '.', '_', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_pools(self) -> SiteSpec:
+        names = [p.name for p in self.pools]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"site {self.name!r} declares pool {sorted(dupes)[0]!r} twice")
+        return self
+
+    def to_domain(self) -> Site:
+        return Site(
+            name=self.name,
+            operator=self.operator,
+            country=self.country.upper(),
+            jurisdiction=self.jurisdiction.upper(),
+            certifications=tuple(self.certifications),
+            carbon_g_per_kwh=self.carbon_g_per_kwh,
+            backend=self.backend.kind,
+            pools=tuple(p.to_domain() for p in self.pools),
+            pue=self.pue,
+            settings=self.backend.settings(),
+        )
+
+
+class FactorySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sites: list[SiteSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_sites(self) -> FactorySpec:
+        names = [s.name for s in self.sites]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"site {sorted(dupes)[0]!r} is declared twice")
+        return self
+
+    def to_domain(self) -> list[Site]:
+        return [s.to_domain() for s in self.sites]
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 4 * 1024**3
+
+
+def detect_gpus() -> tuple[str | None, int]:
+    """(catalog model, count) of this machine's NVIDIA GPUs, from ``nvidia-smi -L``."""
+    if not shutil.which("nvidia-smi"):
+        return None, 0
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None, 0
+    lines = [line for line in out.splitlines() if line.startswith("GPU ")]
+    model = None
+    for name in sorted(gpu_models(), key=len, reverse=True):
+        if lines and name in lines[0].upper():
+            model = name
+            break
+    return model, len(lines) if model else 0
+
+
+def local_site_spec() -> dict[str, Any]:
+    """The default factory: this machine as the site ``local``."""
+    model, count = detect_gpus()
+    pool: dict[str, Any] = {"name": "default", "cpus_per_node": "auto", "memory_per_node": "auto"}
+    if count:
+        pool.update(gpu_model=model, gpus_per_node=count)
+    return {
+        "name": "local",
+        "operator": "this machine",
+        "country": os.environ.get("GRAPPE_LOCAL_COUNTRY", "FR"),
+        "jurisdiction": os.environ.get("GRAPPE_LOCAL_JURISDICTION", "EU"),
+        "certifications": [],
+        # France's grid averaged about 56 gCO2/kWh in 2023 (Ember, European Electricity Review).
+        "carbon_g_per_kwh": float(os.environ.get("GRAPPE_LOCAL_CARBON", "56")),
+        "backend": {"kind": "local"},
+        "pools": [pool],
+    }
+
+
+def load_factory(path: Path | None) -> FactorySpec:
+    """Read ``factory.yaml`` or, with no path, return the one-machine default."""
+    if path is None:
+        return FactorySpec.model_validate({"sites": [local_site_spec()]})
+    data = load_yaml(path.read_text(), source=str(path))
+    return validate(FactorySpec, data, source=str(path))

@@ -1,0 +1,1 @@
+"""I/O at the bottom: the SQLAlchemy store and its migrations."""

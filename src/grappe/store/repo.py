@@ -1,0 +1,438 @@
+"""Repositories: every SQL statement Grappe runs, returning domain values or rows to services.
+
+Functions take an open ``Session`` (one transaction, opened by the service)
+so that a use case composes several of them atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from grappe.domain.jobs import Job, JobRequest, JobState, Transition
+from grappe.domain.projects import Allocation, Balance, Role, Usage
+from grappe.domain.resources import Resources
+from grappe.store.tables import (
+    AllocationRow,
+    AuditRow,
+    JobEventRow,
+    JobRow,
+    LeaseRow,
+    MemberRow,
+    ProjectRow,
+    TokenRow,
+    UploadRow,
+    UsageRow,
+    UserRow,
+    utcnow,
+)
+
+# ---------------------------------------------------------------- users and tokens
+
+
+def user_by_name(s: Session, name: str) -> UserRow | None:
+    return s.scalar(select(UserRow).where(UserRow.name == name))
+
+
+def add_user(s: Session, name: str, role: Role) -> UserRow:
+    row = UserRow(name=name, role=str(role), created_at=utcnow())
+    s.add(row)
+    s.flush()
+    return row
+
+
+def add_token(s: Session, user_id: int, token_hash: str, label: str = "") -> TokenRow:
+    row = TokenRow(user_id=user_id, token_hash=token_hash, label=label, created_at=utcnow())
+    s.add(row)
+    s.flush()
+    return row
+
+
+def user_by_token_hash(s: Session, token_hash: str) -> UserRow | None:
+    return s.scalar(
+        select(UserRow)
+        .join(TokenRow, TokenRow.user_id == UserRow.id)
+        .where(TokenRow.token_hash == token_hash, TokenRow.revoked_at.is_(None))
+    )
+
+
+def list_users(s: Session) -> list[UserRow]:
+    return list(s.scalars(select(UserRow).order_by(UserRow.name)))
+
+
+# ---------------------------------------------------------------- projects and allocations
+
+
+def project_by_name(s: Session, name: str) -> ProjectRow | None:
+    return s.scalar(select(ProjectRow).where(ProjectRow.name == name))
+
+
+def add_project(s: Session, name: str, description: str = "", priority: int = 0) -> ProjectRow:
+    row = ProjectRow(name=name, description=description, priority=priority, created_at=utcnow())
+    s.add(row)
+    s.flush()
+    return row
+
+
+def add_member(s: Session, project_id: int, user_id: int) -> None:
+    if s.get(MemberRow, (project_id, user_id)) is None:
+        s.add(MemberRow(project_id=project_id, user_id=user_id))
+        s.flush()
+
+
+def member_projects(s: Session, user_id: int) -> list[str]:
+    return list(
+        s.scalars(
+            select(ProjectRow.name)
+            .join(MemberRow, MemberRow.project_id == ProjectRow.id)
+            .where(MemberRow.user_id == user_id)
+            .order_by(ProjectRow.name)
+        )
+    )
+
+
+def project_members(s: Session, project_id: int) -> list[str]:
+    return list(
+        s.scalars(
+            select(UserRow.name)
+            .join(MemberRow, MemberRow.user_id == UserRow.id)
+            .where(MemberRow.project_id == project_id)
+            .order_by(UserRow.name)
+        )
+    )
+
+
+def list_projects(s: Session, names: Iterable[str] | None = None) -> list[ProjectRow]:
+    q = select(ProjectRow).order_by(ProjectRow.name)
+    if names is not None:
+        q = q.where(ProjectRow.name.in_(list(names)))
+    return list(s.scalars(q))
+
+
+def add_allocation(
+    s: Session,
+    project_id: int,
+    gpu_hours: float,
+    cpu_hours: float,
+    starts: datetime,
+    ends: datetime,
+) -> AllocationRow:
+    row = AllocationRow(
+        project_id=project_id,
+        gpu_hours=gpu_hours,
+        cpu_hours=cpu_hours,
+        starts=starts,
+        ends=ends,
+        created_at=utcnow(),
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def current_allocation(s: Session, project_id: int, now: datetime) -> Allocation | None:
+    """The newest allocation covering ``now``, or else the newest one (to explain why not)."""
+    rows = s.scalars(
+        select(AllocationRow)
+        .where(AllocationRow.project_id == project_id)
+        .order_by(AllocationRow.created_at.desc(), AllocationRow.id.desc())
+    ).all()
+    row = next((r for r in rows if r.starts <= now < r.ends), rows[0] if rows else None)
+    if row is None:
+        return None
+    return Allocation(row.gpu_hours, row.cpu_hours, row.starts, row.ends)
+
+
+def usage_between(s: Session, project_id: int, starts: datetime, ends: datetime) -> Usage:
+    row = s.execute(
+        select(
+            func.coalesce(func.sum(UsageRow.gpu_hours), 0.0),
+            func.coalesce(func.sum(UsageRow.cpu_hours), 0.0),
+            func.coalesce(func.sum(UsageRow.eur), 0.0),
+            func.coalesce(func.sum(UsageRow.kg_co2), 0.0),
+            func.count(func.distinct(UsageRow.job_id)),
+        ).where(UsageRow.project_id == project_id, UsageRow.at >= starts, UsageRow.at < ends)
+    ).one()
+    return Usage(float(row[0]), float(row[1]), float(row[2]), float(row[3]), int(row[4]))
+
+
+def balance(s: Session, project_id: int, now: datetime) -> Balance:
+    alloc = current_allocation(s, project_id, now)
+    if alloc is None:
+        return Balance(None, Usage())
+    return Balance(alloc, usage_between(s, project_id, alloc.starts, alloc.ends))
+
+
+def add_usage(
+    s: Session,
+    project_id: int,
+    job_id: int,
+    attempt: int,
+    site: str,
+    gpu_hours: float,
+    cpu_hours: float,
+    eur: float,
+    kg_co2: float,
+    at: datetime,
+) -> bool:
+    """Charge one attempt once; ``False`` if it was already charged."""
+    exists = s.scalar(
+        select(UsageRow.id).where(UsageRow.job_id == job_id, UsageRow.attempt == attempt)
+    )
+    if exists is not None:
+        return False
+    s.add(
+        UsageRow(
+            project_id=project_id,
+            job_id=job_id,
+            attempt=attempt,
+            site=site,
+            gpu_hours=gpu_hours,
+            cpu_hours=cpu_hours,
+            eur=eur,
+            kg_co2=kg_co2,
+            at=at,
+        )
+    )
+    s.flush()
+    return True
+
+
+def usage_by_project_site(
+    s: Session, project_ids: Sequence[int] | None, since: datetime | None
+) -> list[dict[str, Any]]:
+    q = (
+        select(
+            ProjectRow.name,
+            UsageRow.site,
+            func.sum(UsageRow.gpu_hours),
+            func.sum(UsageRow.cpu_hours),
+            func.sum(UsageRow.eur),
+            func.sum(UsageRow.kg_co2),
+            func.count(func.distinct(UsageRow.job_id)),
+        )
+        .join(ProjectRow, ProjectRow.id == UsageRow.project_id)
+        .group_by(ProjectRow.name, UsageRow.site)
+        .order_by(ProjectRow.name, UsageRow.site)
+    )
+    if project_ids is not None:
+        q = q.where(UsageRow.project_id.in_(list(project_ids)))
+    if since is not None:
+        q = q.where(UsageRow.at >= since)
+    return [
+        {
+            "project": r[0],
+            "site": r[1],
+            "gpu_hours": float(r[2]),
+            "cpu_hours": float(r[3]),
+            "eur": float(r[4]),
+            "kg_co2": float(r[5]),
+            "jobs": int(r[6]),
+        }
+        for r in s.execute(q)
+    ]
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def job_row(s: Session, job_id: int, lock: bool = False) -> JobRow | None:
+    q = select(JobRow).where(JobRow.id == job_id)
+    if lock:
+        q = q.with_for_update()
+    return s.scalar(q)
+
+
+def job_by_request_id(s: Session, owner_id: int, request_id: str) -> JobRow | None:
+    return s.scalar(
+        select(JobRow).where(JobRow.owner_id == owner_id, JobRow.client_request_id == request_id)
+    )
+
+
+def add_job(s: Session, row: JobRow, reason: str) -> JobRow:
+    s.add(row)
+    s.flush()
+    add_event(s, row.id, JobState(row.state), reason, None, row.submitted_at)
+    return row
+
+
+def add_event(
+    s: Session, job_id: int, state: JobState, reason: str, site: str | None, at: datetime
+) -> None:
+    s.add(JobEventRow(job_id=job_id, state=str(state), reason=reason, site=site, at=at))
+
+
+def move_job(
+    s: Session,
+    job_id: int,
+    expected: Sequence[JobState],
+    new: JobState,
+    reason: str,
+    at: datetime,
+    **fields: Any,
+) -> bool:
+    """Compare-and-set a job's state; ``False`` when another actor moved it first."""
+    result = s.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.state.in_([str(e) for e in expected]))
+        .values(state=str(new), reason=reason, updated_at=at, **fields)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_event(s, job_id, new, reason, fields.get("site"), at)
+    return True
+
+
+def set_job_fields(s: Session, job_id: int, **fields: Any) -> None:
+    s.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id)
+        .values(**fields)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def jobs_in_states(
+    s: Session, states: Sequence[JobState], limit: int | None = None, skip_locked: bool = False
+) -> list[JobRow]:
+    q = select(JobRow).where(JobRow.state.in_([str(x) for x in states])).order_by(JobRow.id)
+    if limit:
+        q = q.limit(limit)
+    if skip_locked:
+        q = q.with_for_update(skip_locked=True)
+    return list(s.scalars(q))
+
+
+def list_jobs(
+    s: Session,
+    project_ids: Sequence[int] | None,
+    states: Sequence[str] = (),
+    owner_id: int | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[JobRow]:
+    q = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
+    if project_ids is not None:
+        q = q.where(JobRow.project_id.in_(list(project_ids)))
+    if states:
+        q = q.where(JobRow.state.in_(list(states)))
+    if owner_id is not None:
+        q = q.where(JobRow.owner_id == owner_id)
+    if before_id is not None:
+        q = q.where(JobRow.id < before_id)
+    return list(s.scalars(q))
+
+
+def job_events(s: Session, job_id: int) -> list[Transition]:
+    rows = s.scalars(
+        select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.id)
+    )
+    return [Transition(JobState(r.state), r.at, r.reason, r.site) for r in rows]
+
+
+def names_by_id(
+    s: Session, project_ids: Iterable[int], user_ids: Iterable[int]
+) -> tuple[dict, dict]:
+    projects = dict(
+        s.execute(select(ProjectRow.id, ProjectRow.name).where(ProjectRow.id.in_(set(project_ids))))
+        .tuples()
+        .all()
+    )
+    users = dict(
+        s.execute(select(UserRow.id, UserRow.name).where(UserRow.id.in_(set(user_ids))))
+        .tuples()
+        .all()
+    )
+    return projects, users
+
+
+def to_job(row: JobRow, project: str, owner: str, history: list[Transition] | None = None) -> Job:
+    """A stored job as a domain ``Job``."""
+    spec = row.spec
+    constraints = spec.get("constraints") or {}
+    sites = constraints.get("sites") or {}
+    gpus = (spec.get("resources") or {}).get("gpus") or {}
+    request = JobRequest(
+        id=str(row.id),
+        project=project,
+        resources=Resources(
+            gpus=row.gpus,
+            gpu_model=gpus.get("model"),
+            cpus=row.cpus,
+            memory_bytes=row.memory_bytes,
+            nodes=(spec.get("resources") or {}).get("nodes", 1),
+        ),
+        max_runtime_s=row.max_runtime_s,
+        objective=spec.get("objective", "time"),
+        jurisdiction=constraints.get("jurisdiction"),
+        certifications=tuple(constraints.get("certifications") or ()),
+        sites_allow=tuple(sites.get("allow") or ()),
+        sites_deny=tuple(sites.get("deny") or ()),
+        max_price_eur_gpu_hour=constraints.get("max_price_eur_gpu_hour"),
+    )
+    return Job(
+        id=str(row.id),
+        name=row.name,
+        project=project,
+        owner=owner,
+        spec=spec,
+        request=request,
+        state=JobState(row.state),
+        submitted_at=row.submitted_at,
+        reason=row.reason,
+        site=row.site,
+        pool=row.pool,
+        handle=row.handle,
+        attempt=row.attempt,
+        retries=row.retries,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        exit_code=row.exit_code,
+        placement=row.placement,
+        history=history or [],
+    )
+
+
+# ---------------------------------------------------------------- uploads, audit, leases
+
+
+def add_upload(s: Session, sha256: str, owner_id: int, size: int) -> None:
+    if s.get(UploadRow, sha256) is None:
+        s.add(UploadRow(sha256=sha256, owner_id=owner_id, size=size, created_at=utcnow()))
+
+
+def upload(s: Session, sha256: str) -> UploadRow | None:
+    return s.get(UploadRow, sha256)
+
+
+def audit(s: Session, actor: str, action: str, target: str = "", **detail: Any) -> None:
+    s.add(AuditRow(at=utcnow(), actor=actor, action=action, target=target, detail=detail))
+
+
+def audit_log(s: Session, limit: int = 100) -> list[AuditRow]:
+    return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
+
+
+def take_lease(s: Session, name: str, holder: str, now: datetime, ttl_s: float) -> bool:
+    """Hold the named lease for ``ttl_s`` if it is free, expired, or ours already."""
+    expires = now + timedelta(seconds=ttl_s)
+    row = s.get(LeaseRow, name, with_for_update=True)
+    if row is None:
+        s.add(LeaseRow(name=name, holder=holder, expires_at=expires))
+        s.flush()
+        return True
+    result = s.execute(
+        update(LeaseRow)
+        .where(
+            LeaseRow.name == name,
+            or_(LeaseRow.holder == holder, and_(LeaseRow.expires_at < now)),
+        )
+        .values(holder=holder, expires_at=expires)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
