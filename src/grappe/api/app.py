@@ -1,0 +1,116 @@
+"""The FastAPI application: routers under ``/api/v1``, errors as JSON, the scheduler beside it."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from grappe import __version__
+from grappe.api import jobs, projects, sites
+from grappe.runtime import Factory
+from grappe.scheduler.loop import Scheduler
+from grappe.services.errors import ServiceError
+from grappe.spec.errors import problems_from_validation
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
+    """The API over ``factory``; the scheduler, if given, runs while the app does."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        if scheduler is not None:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
+
+    app = FastAPI(
+        title="Grappe",
+        version=__version__,
+        summary="An open-source AI factory: sovereign compute, placement and accounting.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.factory = factory
+    app.state.scheduler = scheduler
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        limit = (
+            factory.settings.max_upload_bytes
+            if request.url.path.endswith("/uploads")
+            else MAX_BODY_BYTES
+        )
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return JSONResponse(
+                status_code=413,
+                content=error_body(
+                    "too_large", f"the request body is over {limit} bytes; send less"
+                ),
+            )
+        return await call_next(request)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status, content=error_body(exc.code, exc.message, **exc.detail)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = _problems(list(exc.errors()))
+        message = "; ".join(f"{p['field'] or '(body)'}: {p['message']}" for p in problems)
+        return JSONResponse(
+            status_code=422, content=error_body("invalid", message, problems=problems)
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body(code, str(exc.detail)),
+            headers=getattr(exc, "headers", None),
+        )
+
+    app.include_router(sites.router, prefix="/api/v1")
+    app.include_router(jobs.router, prefix="/api/v1")
+    app.include_router(projects.router, prefix="/api/v1")
+    return app
+
+
+def _problems(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    cleaned: list[dict[str, Any]] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]
+        cleaned.append({**err, "loc": loc})
+    # Format like the CLI does, so one message reads the same everywhere.
+    return [p.as_dict() for p in problems_from_validation(_AsValidationError(cleaned))]  # type: ignore[arg-type]
+
+
+class _AsValidationError:
+    """Adapter: FastAPI hands plain error dicts; the formatter reads ``errors()``."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self._errors = errors
+
+    def errors(self, include_url: bool = False) -> list[dict[str, Any]]:
+        return self._errors

@@ -1,0 +1,100 @@
+"""The backend protocol: how Grappe drives one site's engine.
+
+A backend runs what the scheduler releases to its site and reports what the
+site holds. It never decides placement; the scheduler never shells out.
+Every verb may raise ``SiteUnavailable`` when the site does not answer; the
+scheduler then keeps the site's jobs as they are and asks again later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from grappe.domain.jobs import JobState
+from grappe.domain.resources import Resources
+from grappe.domain.sites import Site, SiteSnapshot
+
+
+class SiteUnavailable(Exception):
+    """The site's engine did not answer; nothing is known to have changed there."""
+
+
+class SubmitRejected(Exception):
+    """The site's engine refused the job; the message is the engine's own, for the user."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything a backend needs to start one attempt of a job.
+
+    ``(job_id, attempt)`` identifies the attempt: submitting the same pair twice
+    must not start it twice, so a control plane that died mid-submit can retry.
+    """
+
+    job_id: str
+    attempt: int
+    name: str
+    project: str
+    pool: str
+    resources: Resources
+    run: str
+    max_runtime_s: int
+    setup: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    workdir_archive: Path | None = None  # a .tar.gz unpacked into the job's directory
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the engine says of one submitted attempt."""
+
+    state: JobState
+    reason: str = ""
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    site: Site
+
+    def capacity(self) -> SiteSnapshot:
+        """Free and total capacity per pool now, and the work queued there.
+
+        Returns a snapshot with ``available=False`` (and the error) when the
+        site does not answer, rather than raising.
+        """
+        ...
+
+    def submit(self, launch: Launch) -> str:
+        """Start an attempt and return its handle (the engine's job id).
+
+        Idempotent on ``(launch.job_id, launch.attempt)``. Raises
+        ``SubmitRejected`` when the engine refuses it.
+        """
+        ...
+
+    def find(self, job_id: str, attempt: int) -> str | None:
+        """The handle of an attempt already submitted, or ``None``: recovery after a crash."""
+        ...
+
+    def poll(self, handles: Sequence[str]) -> dict[str, Status]:
+        """The state of each handle. A handle the engine no longer knows is ``FAILED``."""
+        ...
+
+    def cancel(self, handle: str) -> None:
+        """Stop the attempt and everything it started. Cancelling a finished one does nothing."""
+        ...
+
+    def logs(self, handle: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Up to ``limit`` bytes of the attempt's output from ``offset``; ``b''`` when none yet."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (connections, threads). Jobs keep running."""
+        ...

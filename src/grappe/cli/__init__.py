@@ -1,0 +1,1 @@
+"""The `grappe` command line."""

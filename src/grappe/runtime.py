@@ -1,0 +1,43 @@
+"""The running factory: settings, store, sites and their backends, wired once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from grappe.backends import Backend, make_backend
+from grappe.catalog import gpu_models
+from grappe.domain.sites import GpuModel, Site, SiteSnapshot
+from grappe.settings import Settings
+from grappe.spec.factory import load_factory
+from grappe.store.db import Store
+
+
+@dataclass
+class Factory:
+    settings: Settings
+    store: Store
+    sites: dict[str, Site]
+    backends: dict[str, Backend]
+    gpus: dict[str, GpuModel] = field(default_factory=gpu_models)
+
+    @classmethod
+    def open(cls, settings: Settings, migrate: bool = True) -> Factory:
+        """Read factory.yaml, connect the store (migrating it) and make one backend per site."""
+        settings.home.mkdir(parents=True, exist_ok=True)
+        sites = {s.name: s for s in load_factory(settings.factory).to_domain()}
+        store = Store(settings.store_url)
+        if migrate:
+            store.migrate()
+        backends = {
+            name: make_backend(site, settings.site_root(name)) for name, site in sites.items()
+        }
+        return cls(settings, store, sites, backends)
+
+    def snapshots(self) -> list[SiteSnapshot]:
+        """Live capacity of every site (a site that does not answer says so in its snapshot)."""
+        return [self.backends[name].capacity() for name in self.sites]
+
+    def close(self) -> None:
+        for backend in self.backends.values():
+            backend.close()
+        self.store.close()

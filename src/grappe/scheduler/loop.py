@@ -1,0 +1,425 @@
+"""The scheduler loop: reconcile what sites hold, then release pending jobs where they can start.
+
+Each pass (``Scheduler.tick``) does two things, in a short transaction each:
+
+1. *Reconcile*: ask every site about the jobs handed to it, record each change
+   of state, charge usage on the way out, and retry failed attempts within the
+   job's budget. A job left mid-submission by a crash is found again
+   (``Backend.find``) or submitted again under the same attempt number, so it
+   never runs twice.
+2. *Schedule*: walk the pending jobs in policy order, place each against live
+   snapshots, and release it to its best site only when that site can start it
+   now (late binding). A job that must wait keeps the capacity it waits for.
+
+Time comes from an injected clock, so a simulator can drive this same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from grappe.backends import Launch, SiteUnavailable, Status, SubmitRejected
+from grappe.domain.accounting import charge
+from grappe.domain.jobs import JobState
+from grappe.domain.projects import Balance
+from grappe.domain.resources import format_duration
+from grappe.domain.sites import SiteSnapshot
+from grappe.placement import Candidate, place
+from grappe.runtime import Factory
+from grappe.scheduler.policies import Policy, QueuedJob
+from grappe.store import repo
+from grappe.store.tables import JobRow
+
+log = logging.getLogger("grappe.scheduler")
+
+ACTIVE = (JobState.SUBMITTED, JobState.RUNNING)
+LEASE = "scheduler"
+MAX_PENDING_PER_PASS = 1000
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class WallClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class TickReport:
+    """What one pass did, for logs, tests and benchmarks."""
+
+    led: bool = True
+    started: list[int] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)
+    waiting: int = 0
+    held: int = 0
+
+
+# ------------------------------------------------------------------ reconcile
+
+
+def _finish(factory: Factory, row: JobRow, status: Status, now: datetime) -> bool:
+    """Record an attempt's end: charge it, then end the job or queue it again for a retry."""
+    site = factory.sites.get(row.site or "")
+    ended = status.ended_at or now
+    started = row.started_at or status.started_at
+    retries_allowed = int(row.spec.get("retries", 0))
+    retry = (
+        status.state == JobState.FAILED
+        and row.retries < retries_allowed
+        and not row.cancel_requested
+    )
+    with factory.store.session() as s:
+        if site is not None and row.pool and started is not None:
+            pool = site.pool(row.pool)
+            if pool is not None:
+                projects, _ = repo.names_by_id(s, [row.project_id], [])
+                job = repo.to_job(row, projects[row.project_id], "")
+                cost = charge(
+                    job.request.resources,
+                    site,
+                    pool,
+                    (ended - started).total_seconds(),
+                    factory.gpus.get(pool.gpu_model or ""),
+                )
+                repo.add_usage(
+                    s,
+                    row.project_id,
+                    row.id,
+                    row.attempt,
+                    site.name,
+                    cost.gpu_hours,
+                    cost.cpu_hours,
+                    cost.eur,
+                    cost.kg_co2,
+                    ended,
+                )
+        if retry:
+            reason = (
+                f"attempt {row.attempt} on {row.site} failed ({status.reason}); "
+                f"placing again (retry {row.retries + 1} of {retries_allowed})"
+            )
+            return repo.move_job(
+                s,
+                row.id,
+                ACTIVE,
+                JobState.PENDING,
+                reason,
+                now,
+                retries=row.retries + 1,
+                site=None,
+                pool=None,
+                handle=None,
+                exit_code=status.exit_code,
+            )
+        state = status.state
+        reason = status.reason or (
+            f"exit code {status.exit_code}" if status.exit_code is not None else str(state).lower()
+        )
+        if row.cancel_requested and state != JobState.SUCCEEDED:
+            state, reason = JobState.CANCELLED, row.cancel_reason or "cancelled"
+        return repo.move_job(
+            s,
+            row.id,
+            ACTIVE,
+            state,
+            reason,
+            now,
+            ended_at=ended,
+            exit_code=status.exit_code,
+            started_at=started,
+        )
+
+
+def _apply(factory: Factory, row: JobRow, status: Status, now: datetime) -> bool:
+    """Bring one stored job in line with what its site says; ``True`` if it ended."""
+    current = JobState(row.state)
+    if status.state.terminal:
+        return _finish(factory, row, status, now) and True
+    if status.state == JobState.RUNNING and current == JobState.SUBMITTED:
+        with factory.store.session() as s:
+            repo.move_job(
+                s,
+                row.id,
+                [JobState.SUBMITTED],
+                JobState.RUNNING,
+                f"running on {row.site}/{row.pool}",
+                now,
+                started_at=status.started_at or now,
+            )
+    if row.cancel_requested and row.handle:
+        # A cancel recorded before a crash, or while the site was away: send it again.
+        try:
+            factory.backends[row.site or ""].cancel(row.handle)
+        except SiteUnavailable:
+            pass
+    return False
+
+
+def _launch(factory: Factory, row: JobRow) -> Launch:
+    spec = row.spec
+    archive = None
+    if row.workdir_upload:
+        archive = Path(factory.settings.uploads_dir) / f"{row.workdir_upload}.tar.gz"
+    with factory.store.session() as s:
+        projects, _ = repo.names_by_id(s, [row.project_id], [])
+        job = repo.to_job(row, projects[row.project_id], "")
+    return Launch(
+        job_id=str(row.id),
+        attempt=row.attempt,
+        name=row.name,
+        project=projects[row.project_id],
+        pool=row.pool or "",
+        resources=job.request.resources,
+        run=spec["run"],
+        max_runtime_s=row.max_runtime_s,
+        setup=spec.get("setup"),
+        env=dict(spec.get("env") or {}),
+        workdir_archive=archive,
+    )
+
+
+def _recover(factory: Factory, row: JobRow, now: datetime) -> None:
+    """A job marked SUBMITTED whose handle was never stored: find it at its site, or submit it."""
+    backend = factory.backends.get(row.site or "")
+    if backend is None:
+        return
+    handle = backend.find(str(row.id), row.attempt)
+    if handle is None and row.cancel_requested:
+        with factory.store.session() as s:
+            reason = row.cancel_reason or "cancelled"
+            repo.move_job(s, row.id, ACTIVE, JobState.CANCELLED, reason, now, ended_at=now)
+        return
+    if handle is None:
+        try:
+            handle = backend.submit(_launch(factory, row))
+        except SubmitRejected as exc:
+            _finish(
+                factory, row, Status(JobState.FAILED, f"{row.site} refused the job: {exc}"), now
+            )
+            return
+    with factory.store.session() as s:
+        repo.set_job_fields(s, row.id, handle=handle)
+
+
+def reconcile(factory: Factory, clock: Clock, report: TickReport, only: int | None = None) -> None:
+    """Poll every site about its active jobs and record what changed."""
+    with factory.store.session() as s:
+        rows = repo.jobs_in_states(s, ACTIVE)
+    if only is not None:
+        rows = [r for r in rows if r.id == only]
+    by_site: dict[str, list[JobRow]] = {}
+    for row in rows:
+        if row.handle is None:
+            try:
+                _recover(factory, row, clock.now())
+            except SiteUnavailable as exc:
+                log.warning(
+                    "site %s unavailable while recovering job %s: %s", row.site, row.id, exc
+                )
+            continue
+        by_site.setdefault(row.site or "", []).append(row)
+    for site, site_rows in by_site.items():
+        backend = factory.backends.get(site)
+        if backend is None:
+            log.error(
+                "jobs %s are on site %s, which factory.yaml no longer declares",
+                [r.id for r in site_rows],
+                site,
+            )
+            continue
+        try:
+            statuses = backend.poll([r.handle for r in site_rows if r.handle])
+        except SiteUnavailable as exc:
+            log.warning("site %s unavailable: %s; its jobs stay as they are", site, exc)
+            continue
+        for row in site_rows:
+            status = statuses.get(row.handle or "")
+            if status is not None and _apply(factory, row, status, clock.now()):
+                report.finished.append(row.id)
+
+
+def reconcile_job(factory: Factory, job_id: int, clock: Clock | None = None) -> None:
+    """Reconcile one job now (after a cancel, so the user sees its end at once)."""
+    reconcile(factory, clock or WallClock(), TickReport(), only=job_id)
+
+
+# ------------------------------------------------------------------ schedule
+
+
+def _waiting_reason(c: Candidate, resources: str) -> str:
+    return (
+        f"waiting for {resources} on {c.site}/{c.pool}, its best site "
+        f"(estimated wait {format_duration(c.wait_s)})"
+    )
+
+
+def _dispatch(factory: Factory, row: JobRow, cand: Candidate, now: datetime) -> bool:
+    """Release a pending job to a site: record the intent, then submit, then store the handle."""
+    attempt = row.attempt + 1
+    with factory.store.session() as s:
+        moved = repo.move_job(
+            s,
+            row.id,
+            [JobState.PENDING],
+            JobState.SUBMITTED,
+            f"released to {cand.site}/{cand.pool}",
+            now,
+            site=cand.site,
+            pool=cand.pool,
+            attempt=attempt,
+            handle=None,
+        )
+        if not moved:
+            return False  # cancelled meanwhile
+    row.site, row.pool, row.attempt, row.state = cand.site, cand.pool, attempt, "SUBMITTED"
+    backend = factory.backends[cand.site]
+    try:
+        handle = backend.submit(_launch(factory, row))
+    except SubmitRejected as exc:
+        _finish(factory, row, Status(JobState.FAILED, f"{cand.site} refused the job: {exc}"), now)
+        return False
+    except SiteUnavailable as exc:
+        # The site may or may not hold it: reconcile asks again (find, then submit).
+        log.warning("site %s unavailable while submitting job %s: %s", cand.site, row.id, exc)
+        return True
+    with factory.store.session() as s:
+        repo.set_job_fields(s, row.id, handle=handle)
+    return True
+
+
+class Scheduler:
+    """Runs reconcile and schedule passes; one replica at a time holds the lease."""
+
+    def __init__(self, factory: Factory, policy: Policy, clock: Clock | None = None) -> None:
+        self.factory = factory
+        self.policy = policy
+        self.clock = clock or WallClock()
+        self.holder = f"{uuid.uuid4().hex[:12]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    def tick(self) -> TickReport:
+        report = TickReport()
+        now = self.clock.now()
+        ttl = max(10.0, 5 * self.factory.settings.scheduler_interval_s)
+        with self.factory.store.session() as s:
+            report.led = repo.take_lease(s, LEASE, self.holder, now, ttl)
+        if not report.led:
+            return report
+        reconcile(self.factory, self.clock, report)
+        self.schedule(report)
+        return report
+
+    def schedule(self, report: TickReport) -> None:
+        factory = self.factory
+        now = self.clock.now()
+        with factory.store.session() as s:
+            rows = [
+                r
+                for r in repo.jobs_in_states(s, [JobState.PENDING], limit=MAX_PENDING_PER_PASS)
+                if not r.cancel_requested
+            ]
+            if not rows:
+                return
+            projects = {p.id: p for p in repo.list_projects(s)}
+            balances: dict[int, Balance] = {
+                pid: repo.balance(s, pid, now) for pid in {r.project_id for r in rows}
+            }
+        by_id = {r.id: r for r in rows}
+        queued = [
+            QueuedJob(
+                r.id,
+                r.submitted_at,
+                projects[r.project_id].name,
+                projects[r.project_id].priority,
+                balances[r.project_id].share_used,
+            )
+            for r in rows
+        ]
+        snapshots: dict[str, SiteSnapshot] = {snap.site.name: snap for snap in factory.snapshots()}
+        for q in self.policy.order(queued):
+            row = by_id[q.job_id]
+            job = repo.to_job(row, q.project, "")
+            res = job.request.resources
+            held = balances[row.project_id].refusal(q.project, res.gpus, now)
+            if held:
+                report.held += 1
+                self._note(row, f"held: {held}", None)
+                continue
+            placement = place(job.request, list(snapshots.values()), factory.gpus)
+            best = placement.best
+            if best is None:
+                report.waiting += 1
+                self._note(row, placement.summary(), placement.as_dict())
+                if not self.policy.backfill:
+                    break
+                continue
+            snap = snapshots[best.site]
+            if best.can_start_now:
+                if _dispatch(factory, row, best, now):
+                    report.started.append(row.id)
+                    snapshots[best.site] = snap.taking(
+                        best.pool, res.gpus, res.cpus, res.memory_bytes
+                    )
+                    with factory.store.session() as s:
+                        repo.set_job_fields(s, row.id, placement=placement.as_dict())
+                continue
+            report.waiting += 1
+            self._note(row, _waiting_reason(best, res.describe()), placement.as_dict())
+            if not self.policy.backfill:
+                break
+            # Keep what is free in that pool for this job, so later jobs cannot starve it.
+            cap = snap.capacity(best.pool)
+            if cap is not None:
+                snapshots[best.site] = snap.taking(
+                    best.pool,
+                    min(res.gpus, max(cap.free_gpus, 0)),
+                    min(res.cpus, max(cap.free_cpus, 0)),
+                    min(res.memory_bytes, max(cap.free_memory_bytes, 0)),
+                )
+
+    def _note(self, row: JobRow, reason: str, placement: dict | None) -> None:
+        """Store why a pending job waits, only when that changed (few writes per pass)."""
+        if row.reason == reason:
+            return
+        fields: dict = {"reason": reason}
+        if placement is not None:
+            fields["placement"] = placement
+        with self.factory.store.session() as s:
+            repo.set_job_fields(s, row.id, **fields)
+
+    # -------------------------------------------------------------- background thread
+
+    def wake(self) -> None:
+        """Run the next pass now (after a submission) instead of at the next interval."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="grappe-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        interval = self.factory.settings.scheduler_interval_s
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a bad pass must not stop the factory; the next one retries
+                log.exception("scheduler pass failed")
+            self._wake.wait(interval)
+            self._wake.clear()

@@ -1,0 +1,38 @@
+"""``grappe up``: open the factory, bootstrap it on first start, serve the API and scheduler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import uvicorn
+
+from grappe.api.app import create_app
+from grappe.runtime import Factory
+from grappe.scheduler.loop import Scheduler
+from grappe.scheduler.policies import policy
+from grappe.services.auth import bootstrap
+from grappe.settings import Settings
+
+
+def serve(settings: Settings, say: Callable[[str], None] = print) -> None:
+    """Run the factory in the foreground until interrupted."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    chosen = policy(settings.policy)
+    factory = Factory.open(settings)
+    first = bootstrap(
+        factory.store, settings.admin_token_path, settings.demo_gpu_hours, settings.demo_cpu_hours
+    )
+    scheduler = Scheduler(factory, chosen)
+    app = create_app(factory, scheduler)
+    url = f"http://{settings.host}:{settings.port}"
+    say(f"Grappe factory at {url}  (API docs: {url}/api/v1/docs)")
+    say(f"store: {factory.store.engine.url.render_as_string(hide_password=True)}")
+    say(f"sites: {', '.join(factory.sites)}; policy: {chosen.name}")
+    say(f"admin token: {settings.admin_token_path}" + (" (new)" if first else ""))
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        factory.close()

@@ -1,0 +1,1 @@
+"""Use cases: submit, cancel, account, authorise. Edges call these; they call store and backends."""
