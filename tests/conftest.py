@@ -67,17 +67,34 @@ class Postgres:
     def start(self) -> None:
         data = self.dir / "data"
         subprocess.run(
-            self._as_user(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres",
-                          "--auth=trust", "-E", "UTF8", "--no-sync"),
-            check=True, capture_output=True,
+            self._as_user(
+                str(self.bin / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ),
+            check=True,
+            capture_output=True,
         )
         subprocess.run(
             self._as_user(
-                str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w",
-                "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(self.dir / "log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
                 "start",
             ),
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
 
     def url(self, database: str = "postgres") -> str:
@@ -87,15 +104,17 @@ class Postgres:
         import psycopg
 
         name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def stop(self) -> None:
         subprocess.run(
-            self._as_user(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
-                          "stop"),
+            self._as_user(
+                str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"
+            ),
             capture_output=True,
         )
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -156,7 +175,7 @@ class World:
 
     def __init__(self, factory: Factory, policy_name: str = "grappe") -> None:
         self.factory = factory
-        self.scheduler = Scheduler(factory, policy(policy_name))
+        self.scheduler = Scheduler(factory, policy(policy_name), holder="test-replica")
         self.app = create_app(factory, None)
         self.admin_token = factory.settings.admin_token_path.read_text().strip()
         self.http = TestClient(self.app)
@@ -188,9 +207,14 @@ class World:
 
 
 def open_world(
-    tmp_path: Path, store_url: str, sites: list[dict] | None = None, policy_name: str = "grappe",
-    gpu_hours: float = 10.0, cpu_hours: float = 100.0,
+    tmp_path: Path,
+    store_url: str,
+    sites: list[dict] | None = None,
+    policy_name: str = "grappe",
+    gpu_hours: float = 10.0,
+    cpu_hours: float = 100.0,
 ) -> World:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     home = tmp_path / "home"
     settings = Settings(
         home=home,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 
 import uvicorn
@@ -25,7 +26,9 @@ def serve(settings: Settings, say: Callable[[str], None] = print) -> None:
     first = bootstrap(
         factory.store, settings.admin_token_path, settings.demo_gpu_hours, settings.demo_cpu_hours
     )
-    scheduler = Scheduler(factory, chosen)
+    # Stable across restarts of this replica, distinct between replicas (they need distinct ports).
+    holder = f"{socket.gethostname()}:{settings.port}"
+    scheduler = Scheduler(factory, chosen, holder=holder)
     app = create_app(factory, scheduler)
     url = f"http://{settings.host}:{settings.port}"
     say(f"Grappe factory at {url}  (API docs: {url}/api/v1/docs)")

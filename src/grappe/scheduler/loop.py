@@ -299,11 +299,18 @@ def _dispatch(factory: Factory, row: JobRow, cand: Candidate, now: datetime) -> 
 class Scheduler:
     """Runs reconcile and schedule passes; one replica at a time holds the lease."""
 
-    def __init__(self, factory: Factory, policy: Policy, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        factory: Factory,
+        policy: Policy,
+        clock: Clock | None = None,
+        holder: str | None = None,
+    ) -> None:
         self.factory = factory
         self.policy = policy
         self.clock = clock or WallClock()
-        self.holder = f"{uuid.uuid4().hex[:12]}"
+        # A replica restarted under the same name takes its lease back at once.
+        self.holder = holder or uuid.uuid4().hex[:12]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()

@@ -241,7 +241,8 @@ def usage_by_project_site(
 
 
 def job_row(s: Session, job_id: int, lock: bool = False) -> JobRow | None:
-    q = select(JobRow).where(JobRow.id == job_id)
+    # populate_existing: a row changed by a compare-and-set in this session is read afresh.
+    q = select(JobRow).where(JobRow.id == job_id).execution_options(populate_existing=True)
     if lock:
         q = q.with_for_update()
     return s.scalar(q)
@@ -339,14 +340,12 @@ def names_by_id(
     s: Session, project_ids: Iterable[int], user_ids: Iterable[int]
 ) -> tuple[dict, dict]:
     projects = dict(
-        s.execute(select(ProjectRow.id, ProjectRow.name).where(ProjectRow.id.in_(set(project_ids))))
-        .tuples()
-        .all()
+        s.execute(
+            select(ProjectRow.id, ProjectRow.name).where(ProjectRow.id.in_(set(project_ids)))
+        ).all()
     )
     users = dict(
-        s.execute(select(UserRow.id, UserRow.name).where(UserRow.id.in_(set(user_ids))))
-        .tuples()
-        .all()
+        s.execute(select(UserRow.id, UserRow.name).where(UserRow.id.in_(set(user_ids)))).all()
     )
     return projects, users
 
