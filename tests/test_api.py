@@ -1,4 +1,4 @@
-"""The HTTP API on SQLite and PostgreSQL: auth, roles, isolation, validation, idempotency, cancel."""
+"""The HTTP API on SQLite and PostgreSQL: auth, roles, isolation, validation, cancel."""
 
 from __future__ import annotations
 

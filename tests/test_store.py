@@ -1,4 +1,4 @@
-"""The store on SQLite and on a real PostgreSQL: migrations, transitions, idempotency, usage, leases."""
+"""The store on SQLite and PostgreSQL: migrations, transitions, idempotency, usage, leases."""
 
 from __future__ import annotations
 
@@ -26,17 +26,37 @@ def store(store_url: str) -> Store:
 def _job(s, project_id: int, owner_id: int, request_id: str | None = None) -> JobRow:
     now = datetime.now(UTC)
     row = JobRow(
-        name="j", project_id=project_id, owner_id=owner_id, client_request_id=request_id,
-        spec={"name": "j", "run": "true"}, state="PENDING", reason="queued", gpus=1, cpus=2,
-        memory_bytes=0, max_runtime_s=60, submitted_at=now, updated_at=now,
+        name="j",
+        project_id=project_id,
+        owner_id=owner_id,
+        client_request_id=request_id,
+        spec={"name": "j", "run": "true"},
+        state="PENDING",
+        reason="queued",
+        gpus=1,
+        cpus=2,
+        memory_bytes=0,
+        max_runtime_s=60,
+        submitted_at=now,
+        updated_at=now,
     )
     return repo.add_job(s, row, "queued")
 
 
 def test_migrations_create_every_table_and_are_repeatable(store: Store) -> None:
     tables = set(inspect(store.engine).get_table_names())
-    assert {"jobs", "job_events", "projects", "allocations", "usage", "users", "tokens",
-            "audit", "leases", "alembic_version"} <= tables
+    assert {
+        "jobs",
+        "job_events",
+        "projects",
+        "allocations",
+        "usage",
+        "users",
+        "tokens",
+        "audit",
+        "leases",
+        "alembic_version",
+    } <= tables
     store.migrate()  # a restart applies nothing twice
     assert set(inspect(store.engine).get_table_names()) == tables
 
@@ -48,8 +68,9 @@ def test_every_transition_is_kept_with_time_and_reason(store: Store) -> None:
         job = _job(s, project.id, user.id)
     t1 = datetime.now(UTC)
     with store.session() as s:
-        assert repo.move_job(s, job.id, [JobState.PENDING], JobState.SUBMITTED, "to site a", t1,
-                             site="a")
+        assert repo.move_job(
+            s, job.id, [JobState.PENDING], JobState.SUBMITTED, "to site a", t1, site="a"
+        )
         # a stale actor that still believes the job pending loses the race
         assert not repo.move_job(s, job.id, [JobState.PENDING], JobState.CANCELLED, "late", t1)
         assert repo.move_job(s, job.id, [JobState.SUBMITTED], JobState.RUNNING, "running", t1)
@@ -80,7 +101,9 @@ def test_usage_is_charged_once_per_attempt_and_balances(store: Store) -> None:
     with store.session() as s:
         user = repo.add_user(s, "cy", Role.MEMBER)
         project = repo.add_project(s, "p3")
-        repo.add_allocation(s, project.id, 10.0, 20.0, now - timedelta(days=1), now + timedelta(days=1))
+        repo.add_allocation(
+            s, project.id, 10.0, 20.0, now - timedelta(days=1), now + timedelta(days=1)
+        )
         job = _job(s, project.id, user.id)
         assert repo.add_usage(s, project.id, job.id, 1, "a", 2.5, 5.0, 10.0, 0.1, now)
         assert not repo.add_usage(s, project.id, job.id, 1, "a", 2.5, 5.0, 10.0, 0.1, now)
