@@ -31,8 +31,10 @@ users_app = typer.Typer(help="Members of the factory and their tokens.", no_args
 app.add_typer(projects_app, name="projects")
 app.add_typer(users_app, name="users")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Tables keep their rows on one line when piped (Rich would wrap them at 80 columns).
+_WIDTH = None if sys.stdout.isatty() else 200
+out = Console(soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
@@ -234,14 +236,14 @@ def _print_plan(result: dict[str, Any]) -> None:
                 "now" if c["can_start_now"] else format_duration(c["wait_s"]),
                 format_duration(c["runtime_s"]),
                 f"{c['cost_eur']:.2f}",
-                f"{c['kg_co2']:.3f}",
+                f"{c['kg_co2'] * 1000:.1f}",
                 f"{c['score']:.3f}",
                 " + ".join(f"{k.split('_')[0]} {v['points']:.2f}" for k, v in b.items()),
             ]
         )
     _table(
         f"Candidates (objective: {result['objective']}; lower score is better)",
-        ["#", "SITE", "POOL", "GPU", "START", "RUNTIME", "EUR", "KG CO2", "SCORE", "BREAKDOWN"],
+        ["#", "SITE", "POOL", "GPU", "START", "RUNTIME", "EUR", "G CO2", "SCORE", "BREAKDOWN"],
         rows,
     )
     if result["rejected"]:

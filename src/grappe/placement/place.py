@@ -55,7 +55,7 @@ class Candidate:
             "runtime_s": round(self.runtime_s, 1),
             "completion_s": round(self.completion_s, 1),
             "cost_eur": round(self.cost_eur, 4),
-            "kg_co2": round(self.kg_co2, 5),
+            "kg_co2": round(self.kg_co2, 7),
             "score": round(self.score, 4),
             "breakdown": {k: dict(v) for k, v in self.breakdown.items()},
         }
