@@ -39,3 +39,6 @@ lint: install-test
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+
+bench: install
+	$(BIN)/python bench/core.py
