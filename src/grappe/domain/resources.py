@@ -29,7 +29,10 @@ _MEMORY_UNITS = {
 }
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
-_CLOCK_RE = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2})(?::(\d{1,2}))?$")
+# Slurm's forms: MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+_CLOCK_RE = re.compile(r"^(\d+):(\d{1,2})(?::(\d{1,2}))?$")
+_DAYS_RE = re.compile(r"^(\d+)-(\d{1,2})(?::(\d{1,2}))?(?::(\d{1,2}))?$")
+_FORMS = "write seconds or units d/h/m/s, e.g. 90, 30m, 2h30m, or Slurm's 1-02:00:00"
 
 
 def parse_memory(value: str | int) -> int:
@@ -61,34 +64,32 @@ def format_memory(num_bytes: int) -> str:
 def parse_duration(value: str | int | float) -> int:
     """Return seconds from ``90``, ``90s``, ``30m``, ``2h30m``, ``1d`` or Slurm's ``1-02:00:00``."""
     if isinstance(value, bool):
-        raise ValueError(f"duration {value!r} is not a duration; write e.g. 30m or 2h")
+        raise ValueError(f"duration {value!r} is not a duration; {_FORMS}")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"duration {value} must be positive; write e.g. 30m or 2h")
+        if int(value) <= 0:
+            raise ValueError(f"duration {value} must be at least one second; {_FORMS}")
         return int(value)
     text = str(value).strip().lower()
     if text.isdigit():
         return parse_duration(int(text))
-    clock = _CLOCK_RE.match(text)
-    if clock:
-        days, a, b, c = clock.groups()
+    total: float
+    if clock := _CLOCK_RE.match(text):
+        a, b, c = clock.groups()
         # Slurm reads MM:SS when two fields are given and HH:MM:SS with three.
         hours, minutes, seconds = (0, int(a), int(b)) if c is None else (int(a), int(b), int(c))
-        total = int(days or 0) * 86400 + hours * 3600 + minutes * 60 + seconds
-        if total <= 0:
-            raise ValueError(f"duration {value!r} must be positive")
-        return total
-    parts = _DURATION_RE.findall(text)
-    if not parts or _DURATION_RE.sub("", text).strip():
-        raise ValueError(
-            f"duration {value!r} is not a duration; write seconds or units d/h/m/s, "
-            "e.g. 90, 30m, 2h30m, or Slurm's 1-02:00:00"
-        )
-    factor = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    total = int(sum(float(n) * factor[u] for n, u in parts))
-    if total <= 0:
-        raise ValueError(f"duration {value!r} must be positive")
-    return total
+        total = hours * 3600 + minutes * 60 + seconds
+    elif days := _DAYS_RE.match(text):
+        d, h, m, sec = (int(x or 0) for x in days.groups())
+        total = d * 86400 + h * 3600 + m * 60 + sec
+    else:
+        parts = _DURATION_RE.findall(text)
+        if not parts or _DURATION_RE.sub("", text).strip():
+            raise ValueError(f"duration {value!r} is not a duration; {_FORMS}")
+        factor = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+        total = sum(float(n) * factor[u] for n, u in parts)
+    if int(total) <= 0:
+        raise ValueError(f"duration {value!r} must be at least one second; {_FORMS}")
+    return int(total)
 
 
 def format_duration(seconds: float) -> str:

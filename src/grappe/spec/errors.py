@@ -6,6 +6,7 @@ The API returns them as a 422 body; the CLI prints them and exits 2.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 MAX_SPEC_BYTES = 1_000_000
+_TYPE_PARTS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
 @dataclass(frozen=True)
@@ -41,16 +43,33 @@ class SpecError(Exception):
         super().__init__(head + "; ".join(str(p) for p in problems))
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 120, 120
+
+
 def _short(value: Any) -> Any:
-    text = repr(value)
-    return value if len(text) <= 200 else text[:197] + "..."
+    """The value as given when small; a bounded text of it otherwise (never a full repr)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:197] + "..."
+    text = _REPR.repr(value)
+    return value if len(text) <= 200 and "..." not in text else text[:197] + "..."
 
 
 def problems_from_validation(error: ValidationError) -> list[Problem]:
     """One ``Problem`` per pydantic error, with fixes for the common kinds."""
     problems = []
+    seen: set[str] = set()
     for err in error.errors(include_url=False):
-        loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+        # pydantic names the member of a union it tried (max_runtime.str, .int); users
+        # know only the field, so keep the path up to the union and report it once.
+        parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        parts = [p for p in parts if p not in _TYPE_PARTS and not p.startswith("literal[")]
+        loc = ".".join(parts)
+        if loc in seen and err["type"] not in ("extra_forbidden", "missing"):
+            continue
+        seen.add(loc)
         kind = err["type"]
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
@@ -96,7 +115,7 @@ def load_yaml(text: str, source: str = "") -> Any:
         try:
             data = loader.get_single_data()
             # An alias bomb expands a few lines into billions of nodes: refuse many aliases.
-            if text.count("*") > 100 and _node_count(data) > 100_000:
+            if "*" in text and _node_count(data) > 100_000:
                 raise SpecError(
                     [Problem("", "", "the document expands to too many values")], source
                 )

@@ -56,6 +56,22 @@ class PoolSpec(BaseModel):
             )
         return known.name
 
+    @field_validator("cpus_per_node", mode="before")
+    @classmethod
+    def _cpus(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"cpus_per_node {value} must be at least 1")
+            return value
+        raise ValueError(f"cpus_per_node {value!r} must be a whole number or auto")
+
+    @field_validator("memory_per_node", mode="before")
+    @classmethod
+    def _memory_type(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(f"memory_per_node {value!r} must be a size such as 512G, or auto")
+        return value
+
     @field_validator("memory_per_node")
     @classmethod
     def _memory(cls, value: str | int) -> str | int:
@@ -129,6 +145,13 @@ class SiteSpec(BaseModel):
             raise ValueError(f"site name {value!r} must hold only letters, digits, '.', '_', '-'")
         return value
 
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        if not value.isalpha():
+            raise ValueError(f"country {value!r} must be an ISO 3166 code such as FR or DE")
+        return value.upper()
+
     @model_validator(mode="after")
     def _unique_pools(self) -> SiteSpec:
         names = [p.name for p in self.pools]
@@ -157,13 +180,14 @@ class FactorySpec(BaseModel):
 
     sites: list[SiteSpec] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_sites(self) -> FactorySpec:
-        names = [s.name for s in self.sites]
+    @field_validator("sites")
+    @classmethod
+    def _unique_sites(cls, sites: list[SiteSpec]) -> list[SiteSpec]:
+        names = [s.name for s in sites]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
-            raise ValueError(f"site {sorted(dupes)[0]!r} is declared twice")
-        return self
+            raise ValueError(f"site {sorted(dupes)[0]!r} is declared twice; rename one")
+        return sites
 
     def to_domain(self) -> list[Site]:
         return [s.to_domain() for s in self.sites]

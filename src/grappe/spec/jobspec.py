@@ -84,6 +84,22 @@ class ResourcesSpec(BaseModel):
             parse_memory(value)
         return value
 
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory_type(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise ValueError(f"memory {value!r} is not a size; write e.g. 512M, 64G or 1T")
+        return value
+
+    @model_validator(mode="after")
+    def _gpus_over_nodes(self) -> ResourcesSpec:
+        if self.gpus.count and self.gpus.count % self.nodes:
+            raise ValueError(
+                f"gpus {self.gpus.count} cannot be split evenly over {self.nodes} nodes; "
+                "ask for a multiple of nodes"
+            )
+        return self
+
     def to_domain(self) -> Resources:
         return Resources(
             gpus=self.gpus.count,
@@ -162,21 +178,32 @@ class JobSpec(BaseModel):
                 )
         return value
 
-    @field_validator("max_runtime")
+    @field_validator("max_runtime", mode="before")
     @classmethod
-    def _runtime(cls, value: str | int) -> str | int:
+    def _runtime(cls, value: Any) -> str | int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError(
+                f"max_runtime {value!r} is not a duration; write whole seconds or e.g. 30m, 2h, 1d"
+            )
         parse_duration(value)
         return value
 
-    @model_validator(mode="after")
-    def _gpus_over_nodes(self) -> JobSpec:
-        r = self.resources
-        if r.gpus.count and r.gpus.count % r.nodes:
-            raise ValueError(
-                f"resources.gpus {r.gpus.count} cannot be split evenly over {r.nodes} nodes; "
-                "ask for a multiple of resources.nodes"
-            )
-        return self
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_text(cls, value: Any) -> Any:
+        # YAML reads `OMP_NUM_THREADS: 4` as a number; the process sees text anyway.
+        if isinstance(value, dict):
+            return {
+                k: str(v).lower()
+                if isinstance(v, bool)
+                else str(v)
+                if isinstance(v, (int, float))
+                else v
+                for k, v in value.items()
+            }
+        return value
 
     @property
     def max_runtime_s(self) -> int:
