@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from grappe.domain.resources import Resources
 
@@ -95,7 +96,7 @@ class Job:
     name: str
     project: str
     owner: str
-    spec: dict  # the validated JobSpec as plain data, as the user sent it
+    spec: dict[str, Any]  # the validated JobSpec as plain data, as the user sent it
     request: JobRequest
     state: JobState
     submitted_at: datetime
@@ -108,5 +109,5 @@ class Job:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     exit_code: int | None = None
-    placement: dict | None = None  # the last placement explanation
+    placement: dict[str, Any] | None = None  # the last placement explanation
     history: list[Transition] = field(default_factory=list)

@@ -9,6 +9,7 @@ reports right now: free and total capacity per pool and the load queued there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Site:
     backend: str
     pools: tuple[Pool, ...]
     pue: float = 1.2
-    settings: dict = field(default_factory=dict, hash=False, compare=False)
+    settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def pool(self, name: str) -> Pool | None:
         return next((p for p in self.pools if p.name == name), None)

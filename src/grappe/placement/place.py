@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from grappe.catalog import REFERENCE_GPU
 from grappe.domain.accounting import charge
@@ -25,7 +26,7 @@ class Rejection:
     pool: str | None
     reason: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"site": self.site, "pool": self.pool, "reason": self.reason}
 
 
@@ -45,7 +46,7 @@ class Candidate:
     score: float = 0.0
     breakdown: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "site": self.site,
             "pool": self.pool,
@@ -83,7 +84,7 @@ class Placement:
             f"{r.site}{'/' + r.pool if r.pool else ''}: {r.reason}" for r in self.rejected
         )
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "objective": self.objective,
             "candidates": [c.as_dict() for c in self.candidates],

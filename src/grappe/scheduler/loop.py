@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from grappe.backends import Launch, SiteUnavailable, Status, SubmitRejected
 from grappe.domain.accounting import charge
@@ -395,11 +395,11 @@ class Scheduler:
                     min(res.memory_bytes, max(cap.free_memory_bytes, 0)),
                 )
 
-    def _note(self, row: JobRow, reason: str, placement: dict | None) -> None:
+    def _note(self, row: JobRow, reason: str, placement: dict[str, Any] | None) -> None:
         """Store why a pending job waits, only when that changed (few writes per pass)."""
         if row.reason == reason:
             return
-        fields: dict = {"reason": reason}
+        fields: dict[str, Any] = {"reason": reason}
         if placement is not None:
             fields["placement"] = placement
         with self.factory.store.session() as s:

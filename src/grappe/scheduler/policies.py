@@ -24,9 +24,13 @@ class QueuedJob:
 
 
 class Policy(Protocol):
-    name: str
-    # May a later job start while an earlier one waits? Without it the queue is strict.
-    backfill: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def backfill(self) -> bool:
+        """May a later job start while an earlier one waits? Without it the queue is strict."""
+        ...
 
     def order(self, jobs: Sequence[QueuedJob]) -> list[QueuedJob]: ...
 

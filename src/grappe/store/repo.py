@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from grappe.domain.jobs import Job, JobRequest, JobState, Transition
@@ -185,20 +186,23 @@ def add_usage(
     )
     if exists is not None:
         return False
-    s.add(
-        UsageRow(
-            project_id=project_id,
-            job_id=job_id,
-            attempt=attempt,
-            site=site,
-            gpu_hours=gpu_hours,
-            cpu_hours=cpu_hours,
-            eur=eur,
-            kg_co2=kg_co2,
-            at=at,
-        )
+    row = UsageRow(
+        project_id=project_id,
+        job_id=job_id,
+        attempt=attempt,
+        site=site,
+        gpu_hours=gpu_hours,
+        cpu_hours=cpu_hours,
+        eur=eur,
+        kg_co2=kg_co2,
+        at=at,
     )
-    s.flush()
+    try:
+        # Two actors may end the same attempt at once (a cancel and the loop): one charge wins.
+        with s.begin_nested():
+            s.add(row)
+    except IntegrityError:
+        return False
     return True
 
 
