@@ -7,6 +7,7 @@ import socket
 from collections.abc import Callable
 
 import uvicorn
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from grappe.api.app import create_app
 from grappe.runtime import Factory
@@ -16,13 +17,27 @@ from grappe.services.auth import bootstrap
 from grappe.settings import Settings
 
 
+class StoreUnreachable(Exception):
+    """The database named by the settings cannot be opened; the message says which and why."""
+
+
 def serve(settings: Settings, say: Callable[[str], None] = print) -> None:
     """Run the factory in the foreground until interrupted."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     chosen = policy(settings.policy)
-    factory = Factory.open(settings)
+    try:
+        factory = Factory.open(settings)
+    except (OperationalError, ArgumentError, NoSuchModuleError) as exc:
+        shown = (
+            settings.store_url.split("@")[-1] if "@" in settings.store_url else settings.store_url
+        )
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise StoreUnreachable(
+            f"cannot open the store at {shown}: {reason}; check GRAPPE_DATABASE_URL "
+            "(or GRAPPE_HOME for SQLite)"
+        ) from None
     first = bootstrap(
         factory.store, settings.admin_token_path, settings.demo_gpu_hours, settings.demo_cpu_hours
     )

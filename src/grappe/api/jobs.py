@@ -68,6 +68,11 @@ def cancel(job_id: int, factory: FactoryDep, me: PrincipalDep) -> dict[str, Any]
     return jobs.cancel_job(factory, me, job_id)
 
 
+def attempt_marker(attempt: int) -> bytes:
+    """The line a followed stream shows when a retry starts a new attempt."""
+    return f"\n--- grappe: attempt {attempt} ---\n".encode()
+
+
 @router.get("/jobs/{job_id}/logs")
 def logs(
     job_id: int,
@@ -75,13 +80,25 @@ def logs(
     me: PrincipalDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     follow: bool = False,
+    attempt: Annotated[int | None, Query(ge=0)] = None,
 ) -> StreamingResponse:
-    """The job's output from ``offset``; ``follow`` keeps the stream open until the job ends."""
-    first, state = jobs.job_logs(factory, me, job_id, offset)
+    """The job's output from ``offset`` in its current attempt.
+
+    With ``follow`` the stream stays open until the job ends; when a retry starts
+    another attempt, a marker line is sent and its output follows from its start.
+    ``attempt`` says which attempt ``offset`` counts in (a client resuming a stream);
+    if the job has moved on, the new attempt is sent from its start.
+    """
+    first, state, current = jobs.job_logs(factory, me, job_id, offset)
+    if attempt is not None and attempt != current:
+        offset = 0
+        first, state, current = jobs.job_logs(factory, me, job_id, 0)
 
     def stream() -> Iterator[bytes]:
-        nonlocal offset, state
+        nonlocal offset, state, current
         chunk = first
+        if attempt is not None and attempt != current and follow:
+            yield attempt_marker(current)
         while True:
             if chunk:
                 offset += len(chunk)
@@ -92,10 +109,17 @@ def logs(
                 return
             if not chunk:
                 time.sleep(FOLLOW_POLL_S)
-            chunk, state = jobs.job_logs(factory, me, job_id, offset)
+            chunk, state, now = jobs.job_logs(factory, me, job_id, offset)
+            if now != current:
+                # A retry began: its output is a new file, read from its start.
+                current, offset = now, 0
+                yield attempt_marker(now)
+                chunk, state, _ = jobs.job_logs(factory, me, job_id, 0)
 
     return StreamingResponse(
-        stream(), media_type="text/plain; charset=utf-8", headers={"X-Job-State": str(state)}
+        stream(),
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Job-State": str(state), "X-Job-Attempt": str(current)},
     )
 
 

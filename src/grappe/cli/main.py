@@ -66,6 +66,18 @@ def _state(state: str) -> str:
     return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
 
 
+def _problem_text(head: str, exc: SpecError) -> str:
+    """A heading, then one line per problem: field, the value given, and the fix."""
+    lines = [head]
+    lines += [
+        f"  - {p.field or '(document)'}"
+        + ("" if p.value in (None, "") else f" (got {p.value!r})")
+        + f": {p.message}"
+        for p in exc.problems
+    ]
+    return "\n".join(lines)
+
+
 def _load_spec(path: Path, project: str | None) -> tuple[JobSpec, dict[str, Any]]:
     try:
         text = path.read_text()
@@ -77,14 +89,7 @@ def _load_spec(path: Path, project: str | None) -> tuple[JobSpec, dict[str, Any]
             data["project"] = project
         spec = validate(JobSpec, data, source=str(path))
     except SpecError as exc:
-        lines = [f"{path}: the job spec is not valid"]
-        lines += [
-            f"  - {p.field or '(document)'}"
-            + ("" if p.value in (None, "") else f" (got {p.value!r})")
-            + f": {p.message}"
-            for p in exc.problems
-        ]
-        raise CliError("\n".join(lines), 2) from None
+        raise CliError(_problem_text(f"{path}: the job spec is not valid", exc), 2) from None
     return spec, data
 
 
@@ -133,7 +138,7 @@ def up(
     """Start the factory in the foreground (SQLite under $GRAPPE_HOME by default)."""
     from pydantic import ValidationError
 
-    from grappe.server import serve
+    from grappe.server import StoreUnreachable, serve
     from grappe.settings import Settings
 
     try:
@@ -147,8 +152,12 @@ def up(
         settings.port = port
     try:
         serve(settings)
+    except StoreUnreachable as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
     except SpecError as exc:
-        err.print(f"{exc}", markup=False)
+        head = f"{exc.source}: not valid" if exc.source else "the factory's settings are not valid"
+        err.print(_problem_text(head, exc), markup=False)
         raise typer.Exit(2) from None
     except ValueError as exc:
         err.print(f"{exc}", markup=False)
@@ -195,7 +204,8 @@ def run(
 
 def _wait(client: Client, job_id: int, poll: float = 0.5) -> dict[str, Any]:
     while True:
-        job = client.get(f"/jobs/{job_id}")
+        # A restart of the factory is not the job's end: keep asking for a while.
+        job = client.get(f"/jobs/{job_id}", retry_s=120)
         if job["state"] in TERMINAL:
             return job
         time.sleep(poll)

@@ -261,16 +261,16 @@ def cancel_job(factory: Factory, actor: Principal, job_id: int) -> dict[str, Any
 
 def job_logs(
     factory: Factory, actor: Principal, job_id: int, offset: int = 0, limit: int = 1 << 20
-) -> tuple[bytes, JobState]:
-    """Output of the job's current attempt from ``offset``, and the job's state."""
+) -> tuple[bytes, JobState, int]:
+    """Output of the job's current attempt from ``offset``, the job's state, and that attempt."""
     if offset < 0:
         raise Invalid("offset", offset, "must be zero or more")
     with factory.store.session() as s:
         row = _visible_row(s, actor, job_id)
-        site, handle, state = row.site, row.handle, JobState(row.state)
+        site, handle, state, attempt = row.site, row.handle, JobState(row.state), row.attempt
     if not site or not handle:
-        return b"", state
+        return b"", state, attempt
     try:
-        return factory.backends[site].logs(handle, offset, limit), state
+        return factory.backends[site].logs(handle, offset, limit), state, attempt
     except SiteUnavailable as exc:
         raise ServiceError(f"site {site} is not answering ({exc}); try again later") from None

@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from grappe.catalog import gpu_model, gpu_models
 from grappe.domain.resources import parse_memory
 from grappe.domain.sites import Pool, Site
-from grappe.spec.errors import load_yaml, validate
+from grappe.spec.errors import Problem, SpecError, load_yaml, validate
 from grappe.spec.jobspec import NAME_RE
 
-# Engines Grappe drives today; Slurm and Ray adapters are added beside `local`.
-BACKEND_KINDS = ("local",)
+# Engines Grappe drives; each backend validates its own settings (the other keys).
+BACKEND_KINDS = ("local", "slurm", "ray")
 
 
 class PoolSpec(BaseModel):
@@ -243,5 +243,11 @@ def load_factory(path: Path | None) -> FactorySpec:
     """Read ``factory.yaml`` or, with no path, return the one-machine default."""
     if path is None:
         return FactorySpec.model_validate({"sites": [local_site_spec()]})
-    data = load_yaml(path.read_text(), source=str(path))
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(
+            [Problem("GRAPPE_FACTORY", str(path), f"cannot read it ({exc.strerror}); fix the path")]
+        ) from None
+    data = load_yaml(text, source=str(path))
     return validate(FactorySpec, data, source=str(path))
