@@ -32,6 +32,9 @@ from grappe.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# Real engines, each started by its own session fixture module.
+pytest_plugins = ["tests.fixtures_slurm", "tests.fixtures_ssh", "tests.fixtures_ray"]
+
 
 def missing(what: str) -> None:
     """Skip locally, fail in CI: a missing piece of real infrastructure."""

@@ -198,7 +198,7 @@ def test_duplicate_site_problem_names_the_field() -> None:
 
 
 def test_problems_in_the_second_site_point_at_it() -> None:
-    found = problems({"sites": [site_spec(), site_spec(name="b", backend={"kind": "ray"})]})
+    found = problems({"sites": [site_spec(), site_spec(name="b", backend={"kind": "openstack"})]})
     assert [p.field for p in found] == ["sites.1.backend.kind"]
 
 

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from grappe.backends import Backend, make_backend
+from grappe.backends import Backend, SiteAccount, make_backend
 from grappe.catalog import gpu_models
 from grappe.domain.sites import GpuModel, Site, SiteSnapshot
 from grappe.settings import Settings
 from grappe.spec.factory import load_factory
+from grappe.store import repo
 from grappe.store.db import Store
+
+
+def _accounts(store: Store, site: str) -> Callable[[str], SiteAccount | None]:
+    """How a backend finds the key of a member's account on its site (after a restart)."""
+
+    def resolve(remote_user: str) -> SiteAccount | None:
+        with store.session() as s:
+            row = repo.site_account_by_remote(s, site, remote_user)
+        if row is None:
+            return None
+        return SiteAccount(row.remote_user, Path(row.key_path) if row.key_path else None)
+
+    return resolve
 
 
 @dataclass

@@ -43,7 +43,7 @@ def submit(
 @router.post("/jobs/plan")
 def plan(spec: JobSpec, factory: FactoryDep, me: PrincipalDep) -> dict[str, Any]:
     """Where the job would run now, the score of each candidate, and why others are rejected."""
-    return jobs.plan(factory, spec)
+    return jobs.plan(factory, me, spec)
 
 
 @router.get("/jobs")

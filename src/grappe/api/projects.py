@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from grappe.api.deps import FactoryDep, PrincipalDep
-from grappe.services import auth, projects
+from grappe.services import accounts, auth, projects
 
 router = APIRouter(tags=["projects"])
 
@@ -104,3 +104,32 @@ def create_user(body: UserCreate, factory: FactoryDep, me: PrincipalDep) -> dict
 @router.post("/tokens", status_code=201)
 def create_token(body: TokenCreate, factory: FactoryDep, me: PrincipalDep) -> dict[str, Any]:
     return {"user": body.user or me.name, "token": auth.create_token(factory.store, me, body.user)}
+
+
+class SiteAccountCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    site: str
+    user: str = Field(description="your user name on the site")
+    private_key: str | None = Field(
+        default=None, description="the text of a private key the site's login node accepts"
+    )
+
+
+@router.get("/site-accounts")
+def list_site_accounts(factory: FactoryDep, me: PrincipalDep) -> list[dict[str, Any]]:
+    """Your accounts on sites (every member's, for operators); keys are never returned."""
+    return accounts.list_accounts(factory, me)
+
+
+@router.post("/site-accounts", status_code=201)
+def add_site_account(
+    body: SiteAccountCreate, factory: FactoryDep, me: PrincipalDep
+) -> dict[str, Any]:
+    """Register your own account on a site; your jobs there run as it."""
+    return accounts.add_account(factory, me, body.site, body.user, body.private_key)
+
+
+@router.delete("/site-accounts/{site}")
+def remove_site_account(site: str, factory: FactoryDep, me: PrincipalDep) -> dict[str, Any]:
+    return accounts.remove_account(factory, me, site)

@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from grappe.backends.base import Backend, Launch, SiteUnavailable, Status, SubmitRejected
+from grappe.backends.base import (
+    Backend,
+    Launch,
+    SiteAccount,
+    SiteUnavailable,
+    Status,
+    SubmitRejected,
+)
 from grappe.domain.sites import Site
 
-__all__ = ["Backend", "Launch", "SiteUnavailable", "Status", "SubmitRejected", "make_backend"]
+__all__ = [
+    "Backend",
+    "Launch",
+    "SiteAccount",
+    "SiteUnavailable",
+    "Status",
+    "SubmitRejected",
+    "make_backend",
+]
 
 
-def make_backend(site: Site, root: Path) -> Backend:
-    """The adapter for ``site.backend``; ``root`` is where it may keep per-site files."""
+def make_backend(
+    site: Site, root: Path, accounts: Callable[[str], SiteAccount | None] | None = None
+) -> Backend:
+    """The adapter for ``site.backend``; ``root`` is where it may keep per-site files.
+
+    ``accounts`` finds the credentials of a member's account on the site by its
+    user name there, for engines that act as each member (Slurm through SSH).
+    """
     if site.backend == "local":
         from grappe.backends.local import LocalBackend
 
         return LocalBackend(site, Path(site.settings.get("root", root)))
+    if site.backend == "slurm":
+        from grappe.backends.slurm import SlurmBackend
+
+        return SlurmBackend(site, root, accounts)
+    if site.backend == "ray":
+        from grappe.backends.ray import RayBackend
+
+        return RayBackend(site, root)
     raise ValueError(f"site {site.name}: backend kind {site.backend!r} is not supported")

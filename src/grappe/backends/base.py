@@ -28,6 +28,18 @@ class SubmitRejected(Exception):
 
 
 @dataclass(frozen=True)
+class SiteAccount:
+    """An account on a site: who Grappe acts as there, and the key it proves it with.
+
+    ``key_path`` is a private SSH key; ``None`` for local access, where commands
+    run as the user running Grappe.
+    """
+
+    user: str
+    key_path: Path | None = None
+
+
+@dataclass(frozen=True)
 class Launch:
     """Everything a backend needs to start one attempt of a job.
 
@@ -46,6 +58,10 @@ class Launch:
     setup: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     workdir_archive: Path | None = None  # a .tar.gz unpacked into the job's directory
+    owner: str = ""  # the Grappe member who submitted it
+    # The member's own account on the site, when they registered one; otherwise the
+    # backend uses the site's service account if the operator allows it.
+    account: SiteAccount | None = None
 
 
 @dataclass(frozen=True)

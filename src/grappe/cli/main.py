@@ -30,6 +30,11 @@ projects_app = typer.Typer(help="Projects, members and allocations.")
 users_app = typer.Typer(help="Members of the factory and their tokens.", no_args_is_help=True)
 app.add_typer(projects_app, name="projects")
 app.add_typer(users_app, name="users")
+accounts_app = typer.Typer(
+    help="Your own accounts on sites (HPC centres give each member theirs).",
+    no_args_is_help=True,
+)
+app.add_typer(accounts_app, name="accounts")
 
 # Tables keep their rows on one line when piped (Rich would wrap them at 80 columns).
 _WIDTH = None if sys.stdout.isatty() else 200
@@ -567,6 +572,56 @@ def users_token(
 ) -> None:
     """Issue a new token (for yourself, or for another member as an operator)."""
     _run(lambda: out.print(Client().post("/tokens", {"user": name})["token"], markup=False))
+
+
+@accounts_app.command("add")
+def accounts_add(
+    site: Annotated[str, typer.Argument(help="The site, as `grappe sites` names it.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="Your user name on that site.")],
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="A private key its login node accepts.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register your account on a site; your jobs there then run as you."""
+
+    def go() -> None:
+        text = None
+        if key is not None:
+            try:
+                text = key.expanduser().read_text()
+            except OSError as exc:
+                raise CliError(f"--key (got '{key}'): cannot read it ({exc.strerror})", 2) from None
+        data = Client().post("/site-accounts", {"site": site, "user": user, "private_key": text})
+        _print_json(data) if as_json else out.print(
+            f"jobs of {data['member']} on {data['site']} will run as {data['user']}", markup=False
+        )
+
+    _run(go)
+
+
+@accounts_app.command("ls")
+def accounts_ls(as_json: JsonOpt = False) -> None:
+    """Your registered site accounts (everyone's, for operators)."""
+
+    def go() -> None:
+        data = Client().get("/site-accounts")
+        if as_json:
+            _print_json(data)
+            return
+        _table(
+            None,
+            ["MEMBER", "SITE", "SITE USER", "KEY"],
+            [[a["member"], a["site"], a["user"], "yes" if a["has_key"] else "-"] for a in data],
+        )
+
+    _run(go)
+
+
+@accounts_app.command("rm")
+def accounts_rm(site: Annotated[str, typer.Argument(help="The site.")]) -> None:
+    """Forget your account on a site (and its key)."""
+    _run(lambda: out.print(f"removed: {Client().request('DELETE', f'/site-accounts/{site}')}"))
 
 
 @app.command()

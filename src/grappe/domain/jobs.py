@@ -76,6 +76,8 @@ class JobRequest:
     sites_allow: tuple[str, ...] = ()
     sites_deny: tuple[str, ...] = ()
     max_price_eur_gpu_hour: float | None = None
+    # Sites where the submitting member has registered their own account.
+    site_accounts: frozenset[str] = frozenset()
 
 
 @dataclass

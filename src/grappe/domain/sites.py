@@ -61,6 +61,8 @@ class Site:
     pools: tuple[Pool, ...]
     pue: float = 1.2
     settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # Jobs run only as the member's own account there (no shared service account).
+    requires_member_account: bool = False
 
     def pool(self, name: str) -> Pool | None:
         return next((p for p in self.pools if p.name == name), None)

@@ -51,6 +51,16 @@ def certifications(job: JobRequest, snap: SiteSnapshot) -> str | None:
     return None
 
 
+def member_account(job: JobRequest, snap: SiteSnapshot) -> str | None:
+    site = snap.site
+    if site.requires_member_account and site.name not in job.site_accounts:
+        return (
+            "runs jobs only under your own account there; register it: "
+            f"grappe accounts add {site.name} --user NAME --key PATH"
+        )
+    return None
+
+
 def gpu_model(job: JobRequest, site: Site, pool: Pool) -> str | None:
     r = job.resources
     if r.gpus == 0:
@@ -98,5 +108,11 @@ def price(job: JobRequest, site: Site, pool: Pool) -> str | None:
     return None
 
 
-SITE_FILTERS: tuple[SiteFilter, ...] = (site_answers, allowed_sites, jurisdiction, certifications)
+SITE_FILTERS: tuple[SiteFilter, ...] = (
+    site_answers,
+    allowed_sites,
+    jurisdiction,
+    certifications,
+    member_account,
+)
 POOL_FILTERS: tuple[PoolFilter, ...] = (gpu_model, size, price)

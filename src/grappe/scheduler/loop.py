@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from grappe.backends import Launch, SiteUnavailable, Status, SubmitRejected
+from grappe.backends import Launch, SiteAccount, SiteUnavailable, Status, SubmitRejected
 from grappe.domain.accounting import charge
 from grappe.domain.jobs import JobState
 from grappe.domain.projects import Balance
@@ -170,8 +170,9 @@ def _launch(factory: Factory, row: JobRow) -> Launch:
     if row.workdir_upload:
         archive = Path(factory.settings.uploads_dir) / f"{row.workdir_upload}.tar.gz"
     with factory.store.session() as s:
-        projects, _ = repo.names_by_id(s, [row.project_id], [])
-        job = repo.to_job(row, projects[row.project_id], "")
+        projects, users = repo.names_by_id(s, [row.project_id], [row.owner_id])
+        job = repo.to_job(row, projects[row.project_id], users[row.owner_id])
+        account = repo.site_account(s, row.owner_id, row.site or "")
     return Launch(
         job_id=str(row.id),
         attempt=row.attempt,
@@ -184,6 +185,12 @@ def _launch(factory: Factory, row: JobRow) -> Launch:
         setup=spec.get("setup"),
         env=dict(spec.get("env") or {}),
         workdir_archive=archive,
+        owner=job.owner,
+        account=SiteAccount(
+            account.remote_user, Path(account.key_path) if account.key_path else None
+        )
+        if account
+        else None,
     )
 
 
@@ -339,6 +346,7 @@ class Scheduler:
             if not rows:
                 return
             projects = {p.id: p for p in repo.list_projects(s)}
+            accounts = repo.site_accounts_of(s, {r.owner_id for r in rows})
             balances: dict[int, Balance] = {
                 pid: repo.balance(s, pid, now) for pid in {r.project_id for r in rows}
             }
@@ -357,13 +365,14 @@ class Scheduler:
         for q in self.policy.order(queued):
             row = by_id[q.job_id]
             job = repo.to_job(row, q.project, "")
-            res = job.request.resources
+            request = replace(job.request, site_accounts=frozenset(accounts.get(row.owner_id, ())))
+            res = request.resources
             held = balances[row.project_id].refusal(q.project, res.gpus, now)
             if held:
                 report.held += 1
                 self._note(row, f"held: {held}", None)
                 continue
-            placement = place(job.request, list(snapshots.values()), factory.gpus)
+            placement = place(request, list(snapshots.values()), factory.gpus)
             best = placement.best
             if best is None:
                 report.waiting += 1

@@ -7,6 +7,7 @@ see is reported as not found, so ids of other projects leak nothing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -75,9 +76,16 @@ def resolve_project(actor: Principal, project: str | None, known: bool) -> str:
     return project
 
 
-def plan(factory: Factory, spec: JobSpec) -> dict[str, Any]:
+def _request(factory: Factory, actor: Principal, spec: JobSpec, job_id: str, project: str) -> Any:
+    """The job as placement sees it, with the sites where the caller has an account."""
+    with factory.store.session() as s:
+        sites = repo.site_accounts_of(s, [actor.user_id]).get(actor.user_id, set())
+    return replace(spec.to_request(job_id, project), site_accounts=frozenset(sites))
+
+
+def plan(factory: Factory, actor: Principal, spec: JobSpec) -> dict[str, Any]:
     """Where the job would run now and why, without submitting it."""
-    request = spec.to_request("plan", spec.project or "")
+    request = _request(factory, actor, spec, "plan", spec.project or "")
     return place(request, factory.snapshots(), factory.gpus).as_dict()
 
 
@@ -103,7 +111,9 @@ def submit_job(
         raise Invalid(
             "inputs", spec.inputs, "datasets are not served by this factory yet; remove inputs"
         )
-    placement = place(spec.to_request("new", project), factory.snapshots(), factory.gpus)
+    placement = place(
+        _request(factory, actor, spec, "new", project), factory.snapshots(), factory.gpus
+    )
     if not placement.candidates and not any(
         "not answering" in r.reason for r in placement.rejected
     ):

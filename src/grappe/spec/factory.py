@@ -172,6 +172,11 @@ class SiteSpec(BaseModel):
             pools=tuple(p.to_domain() for p in self.pools),
             pue=self.pue,
             settings=self.backend.settings(),
+            requires_member_account=(
+                self.backend.kind == "slurm"
+                and self.backend.settings().get("access") == "ssh"
+                and not self.backend.settings().get("allow_service_account", False)
+            ),
         )
 
 

@@ -25,6 +25,7 @@ from grappe.store.tables import (
     LeaseRow,
     MemberRow,
     ProjectRow,
+    SiteAccountRow,
     TokenRow,
     UploadRow,
     UsageRow,
@@ -399,6 +400,69 @@ def to_job(row: JobRow, project: str, owner: str, history: list[Transition] | No
         placement=row.placement,
         history=history or [],
     )
+
+
+# ---------------------------------------------------------------- members' site accounts
+
+
+def site_account(s: Session, user_id: int, site: str) -> SiteAccountRow | None:
+    return s.scalar(
+        select(SiteAccountRow).where(SiteAccountRow.user_id == user_id, SiteAccountRow.site == site)
+    )
+
+
+def site_account_by_remote(s: Session, site: str, remote_user: str) -> SiteAccountRow | None:
+    return s.scalar(
+        select(SiteAccountRow)
+        .where(SiteAccountRow.site == site, SiteAccountRow.remote_user == remote_user)
+        .order_by(SiteAccountRow.id.desc())
+        .limit(1)
+    )
+
+
+def site_accounts_of(s: Session, user_ids: Iterable[int]) -> dict[int, set[str]]:
+    """The sites where each of these members has registered an account."""
+    out: dict[int, set[str]] = {}
+    rows = s.execute(
+        select(SiteAccountRow.user_id, SiteAccountRow.site).where(
+            SiteAccountRow.user_id.in_(set(user_ids))
+        )
+    )
+    for user_id, site in rows:
+        out.setdefault(user_id, set()).add(site)
+    return out
+
+
+def list_site_accounts(s: Session, user_id: int | None) -> list[tuple[str, SiteAccountRow]]:
+    q = (
+        select(UserRow.name, SiteAccountRow)
+        .join(UserRow, UserRow.id == SiteAccountRow.user_id)
+        .order_by(UserRow.name, SiteAccountRow.site)
+    )
+    if user_id is not None:
+        q = q.where(SiteAccountRow.user_id == user_id)
+    return [(name, row) for name, row in s.execute(q)]
+
+
+def put_site_account(
+    s: Session, user_id: int, site: str, remote_user: str, key_path: str | None
+) -> SiteAccountRow:
+    row = site_account(s, user_id, site)
+    if row is None:
+        row = SiteAccountRow(user_id=user_id, site=site, created_at=utcnow(), remote_user="")
+        s.add(row)
+    row.remote_user = remote_user
+    row.key_path = key_path
+    s.flush()
+    return row
+
+
+def delete_site_account(s: Session, user_id: int, site: str) -> bool:
+    row = site_account(s, user_id, site)
+    if row is None:
+        return False
+    s.delete(row)
+    return True
 
 
 # ---------------------------------------------------------------- uploads, audit, leases

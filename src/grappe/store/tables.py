@@ -189,6 +189,20 @@ class UploadRow(Base):
     created_at: Mapped[datetime]
 
 
+class SiteAccountRow(Base):
+    """A member's own account on a site (HPC centres give each person theirs)."""
+
+    __tablename__ = "site_accounts"
+    __table_args__ = (UniqueConstraint("user_id", "site", name="uq_site_accounts_user_site"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(64))
+    remote_user: Mapped[str] = mapped_column(String(64))
+    key_path: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime]
+
+
 class LeaseRow(Base):
     """Who runs the scheduler loop: one holder at a time across API replicas."""
 

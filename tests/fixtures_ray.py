@@ -1,0 +1,1 @@
+"""Pytest fixtures for a real ray (filled in by its module)."""

@@ -1,0 +1,1 @@
+"""Pytest fixtures for a real slurm (filled in by its module)."""

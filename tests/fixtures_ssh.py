@@ -1,0 +1,1 @@
+"""Pytest fixtures for a real ssh (filled in by its module)."""
