@@ -21,17 +21,27 @@ install-test: $(BIN)/python
 up: install
 	$(BIN)/grappe up --port $(PORT)
 
-# Debian's PostgreSQL server, for the store tests that run against it (needs root or sudo).
+# Debian packages the tests run for real: PostgreSQL, Slurm (with munge), an SSH server
+# for the login-node path, iproute2 for the isolated network namespace (needs root or sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps-system:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		echo "installing Debian's postgresql for the store tests"; \
-		$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
-		$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
+	command -v munged >/dev/null || [ -x /usr/sbin/munged ] || missing="$$missing munge"; \
+	[ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# The suite runs in a network namespace with only loopback (deploy/dev/isolated.sh),
+# so the clusters it starts can reach nothing else.
 test: deps-system install-test
 	$(BIN)/ruff check src tests
-	$(BIN)/python -m pytest -q
+	deploy/dev/isolated.sh $(BIN)/python -m pytest -q
 
 lint: install-test
 	$(BIN)/ruff check src tests
