@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     demo_gpu_hours: float = 10.0
     demo_cpu_hours: float = 100.0
     max_upload_bytes: int = 100 * 1024 * 1024
+    # A site silent this long gives up the jobs it has not started, to be placed elsewhere.
+    site_down_requeue_s: float = Field(default=300.0, ge=0)
 
     @property
     def store_url(self) -> str:

@@ -247,11 +247,72 @@ def reconcile(factory: Factory, clock: Clock, report: TickReport, only: int | No
             statuses = backend.poll([r.handle for r in site_rows if r.handle])
         except SiteUnavailable as exc:
             log.warning("site %s unavailable: %s; its jobs stay as they are", site, exc)
+            _site_silent(factory, site, site_rows, str(exc), clock.now())
             continue
+        _site_back(factory, site)
         for row in site_rows:
             status = statuses.get(row.handle or "")
             if status is not None and _apply(factory, row, status, clock.now()):
                 report.finished.append(row.id)
+    if only is None:
+        for site in factory.sites:
+            if site not in by_site:
+                _site_back(factory, site, probe=True)
+
+
+def _site_silent(
+    factory: Factory, site: str, rows: list[JobRow], error: str, now: datetime
+) -> None:
+    """Note the outage; past the limit, jobs not started there go back to the queue."""
+    with factory.store.session() as s:
+        since = repo.mark_outage(s, site, now, error)
+    silent_s = (now - since).total_seconds()
+    if silent_s < factory.settings.site_down_requeue_s:
+        return
+    for row in rows:
+        if row.state != str(JobState.SUBMITTED):
+            continue  # a running job is the site's to finish; it is reconciled when it answers
+        reason = (
+            f"site {site} has not answered for {format_duration(silent_s)} ({error}); "
+            "placing again elsewhere"
+        )
+        with factory.store.session() as s:
+            if repo.move_job(
+                s,
+                row.id,
+                [JobState.SUBMITTED],
+                JobState.PENDING,
+                reason,
+                now,
+                site=None,
+                pool=None,
+                handle=None,
+            ):
+                repo.add_abandoned(s, site, row.id, row.attempt, row.handle, now)
+
+
+def _site_back(factory: Factory, site: str, probe: bool = False) -> None:
+    """A site answers again: cancel there what was given up while it was silent."""
+    with factory.store.session() as s:
+        pending = repo.abandoned_at(s, site)
+        outage = repo.has_outage(s, site)
+    if not pending and not outage:
+        return
+    backend = factory.backends[site]
+    if probe and not backend.capacity().available:
+        return
+    for row in pending:
+        try:
+            handle = row.handle or backend.find(str(row.job_id), row.attempt)
+            if handle:
+                backend.cancel(handle)
+        except SiteUnavailable:
+            return
+        log.info("cancelled abandoned attempt %s of job %s on %s", row.attempt, row.job_id, site)
+        with factory.store.session() as s:
+            repo.drop_abandoned(s, row.id)
+    with factory.store.session() as s:
+        repo.clear_outage(s, site)
 
 
 def reconcile_job(factory: Factory, job_id: int, clock: Clock | None = None) -> None:

@@ -18,6 +18,7 @@ from grappe.domain.jobs import Job, JobRequest, JobState, Transition
 from grappe.domain.projects import Allocation, Balance, Role, Usage
 from grappe.domain.resources import Resources
 from grappe.store.tables import (
+    AbandonedAttemptRow,
     AllocationRow,
     AuditRow,
     JobEventRow,
@@ -26,6 +27,7 @@ from grappe.store.tables import (
     MemberRow,
     ProjectRow,
     SiteAccountRow,
+    SiteOutageRow,
     TokenRow,
     UploadRow,
     UsageRow,
@@ -463,6 +465,48 @@ def delete_site_account(s: Session, user_id: int, site: str) -> bool:
         return False
     s.delete(row)
     return True
+
+
+# ---------------------------------------------------------------- site outages
+
+
+def mark_outage(s: Session, site: str, now: datetime, error: str) -> datetime:
+    """Record that ``site`` does not answer; returns since when it has not."""
+    row = s.get(SiteOutageRow, site)
+    if row is None:
+        s.add(SiteOutageRow(site=site, since=now, error=error[:2000]))
+        s.flush()
+        return now
+    row.error = error[:2000]
+    return row.since
+
+
+def has_outage(s: Session, site: str) -> bool:
+    return s.get(SiteOutageRow, site) is not None
+
+
+def clear_outage(s: Session, site: str) -> bool:
+    row = s.get(SiteOutageRow, site)
+    if row is None:
+        return False
+    s.delete(row)
+    return True
+
+
+def add_abandoned(
+    s: Session, site: str, job_id: int, attempt: int, handle: str | None, at: datetime
+) -> None:
+    s.add(AbandonedAttemptRow(site=site, job_id=job_id, attempt=attempt, handle=handle, at=at))
+
+
+def abandoned_at(s: Session, site: str) -> list[AbandonedAttemptRow]:
+    return list(s.scalars(select(AbandonedAttemptRow).where(AbandonedAttemptRow.site == site)))
+
+
+def drop_abandoned(s: Session, row_id: int) -> None:
+    row = s.get(AbandonedAttemptRow, row_id)
+    if row is not None:
+        s.delete(row)
 
 
 # ---------------------------------------------------------------- uploads, audit, leases

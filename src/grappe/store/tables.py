@@ -203,6 +203,29 @@ class SiteAccountRow(Base):
     created_at: Mapped[datetime]
 
 
+class SiteOutageRow(Base):
+    """A site that stopped answering, since when: its waiting jobs may go elsewhere."""
+
+    __tablename__ = "site_outages"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime]
+    error: Mapped[str] = mapped_column(Text, default="")
+
+
+class AbandonedAttemptRow(Base):
+    """An attempt left at a site that stopped answering; cancelled there when it answers again."""
+
+    __tablename__ = "abandoned_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    handle: Mapped[str | None] = mapped_column(String(256))
+    at: Mapped[datetime]
+
+
 class LeaseRow(Base):
     """Who runs the scheduler loop: one holder at a time across API replicas."""
 
