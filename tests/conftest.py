@@ -216,6 +216,7 @@ def open_world(
     policy_name: str = "grappe",
     gpu_hours: float = 10.0,
     cpu_hours: float = 100.0,
+    **extra: Any,
 ) -> World:
     tmp_path.mkdir(parents=True, exist_ok=True)
     home = tmp_path / "home"
@@ -225,6 +226,7 @@ def open_world(
         factory=write_factory(tmp_path / "factory.yaml", sites or [local_site()]),
         demo_gpu_hours=gpu_hours,
         demo_cpu_hours=cpu_hours,
+        **extra,
     )
     factory = Factory.open(settings)
     bootstrap(factory.store, settings.admin_token_path, gpu_hours, cpu_hours)

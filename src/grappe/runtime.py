@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ def _accounts(store: Store, site: str) -> Callable[[str], SiteAccount | None]:
     """How a backend finds the key of a member's account on its site (after a restart)."""
 
     def resolve(remote_user: str) -> SiteAccount | None:
+        """The account of that user name on the site; ``""`` asks for any member's account."""
         with store.session() as s:
-            row = repo.site_account_by_remote(s, site, remote_user)
+            row = repo.site_account_by_remote(s, site, remote_user or None)
         if row is None:
             return None
         return SiteAccount(row.remote_user, Path(row.key_path) if row.key_path else None)
@@ -35,6 +37,7 @@ class Factory:
     sites: dict[str, Site]
     backends: dict[str, Backend]
     gpus: dict[str, GpuModel] = field(default_factory=gpu_models)
+    factory_id: str = ""
 
     @classmethod
     def open(cls, settings: Settings, migrate: bool = True) -> Factory:
@@ -44,10 +47,14 @@ class Factory:
         store = Store(settings.store_url)
         if migrate:
             store.migrate()
+        with store.session() as s:
+            # Names this factory gives its jobs on shared engines (Slurm job names, Ray ids).
+            factory_id = repo.factory_id(s, uuid.uuid4().hex[:8])
         backends = {
-            name: make_backend(site, settings.site_root(name)) for name, site in sites.items()
+            name: make_backend(site, settings.site_root(name), _accounts(store, name), factory_id)
+            for name, site in sites.items()
         }
-        return cls(settings, store, sites, backends)
+        return cls(settings, store, sites, backends, factory_id=factory_id)
 
     def snapshots(self) -> list[SiteSnapshot]:
         """Live capacity of every site (a site that does not answer says so in its snapshot)."""

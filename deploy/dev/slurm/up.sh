@@ -102,6 +102,8 @@ JobCompType=jobcomp/filetxt
 JobCompLoc=$STATE/log/jobcomp.txt
 # Finished jobs stay visible to scontrol for 5 minutes.
 MinJobAge=300
+# Like most centres: a job asking more than a partition allows is refused at sbatch.
+EnforcePartLimits=ALL
 MaxJobCount=20000
 ReturnToService=2
 # Without these the scheduler starts only a couple of jobs every few seconds.
@@ -115,8 +117,8 @@ InactiveLimit=0
 # Commands give up on a stopped controller after a few seconds rather than ten.
 MessageTimeout=4
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=4 RealMemory=4000 Gres=gpu:4 State=UNKNOWN
-PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
-PartitionName=gpu Nodes=$NODE MaxTime=INFINITE State=UP
+PartitionName=cpu Nodes=$NODE Default=YES MaxTime=1-00:00:00 State=UP
+PartitionName=gpu Nodes=$NODE MaxTime=1-00:00:00 State=UP
 EOF
 
 # Slurm resolves names with getaddrinfo(AF_INET, AI_ADDRCONFIG), which glibc refuses when the

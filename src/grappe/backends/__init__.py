@@ -27,12 +27,16 @@ __all__ = [
 
 
 def make_backend(
-    site: Site, root: Path, accounts: Callable[[str], SiteAccount | None] | None = None
+    site: Site,
+    root: Path,
+    accounts: Callable[[str], SiteAccount | None] | None = None,
+    namespace: str = "",
 ) -> Backend:
     """The adapter for ``site.backend``; ``root`` is where it may keep per-site files.
 
     ``accounts`` finds the credentials of a member's account on the site by its
     user name there, for engines that act as each member (Slurm through SSH).
+    ``namespace`` is the factory's id, for engines shared with other factories.
     """
     if site.backend == "local":
         from grappe.backends.local import LocalBackend
@@ -41,9 +45,9 @@ def make_backend(
     if site.backend == "slurm":
         from grappe.backends.slurm import SlurmBackend
 
-        return SlurmBackend(site, root, accounts)
+        return SlurmBackend(site, root, accounts, namespace)
     if site.backend == "ray":
         from grappe.backends.ray import RayBackend
 
-        return RayBackend(site, root)
+        return RayBackend(site, root, namespace)
     raise ValueError(f"site {site.name}: backend kind {site.backend!r} is not supported")

@@ -125,16 +125,21 @@ def _client_class() -> type:
     return Client
 
 
-def submission_id(job_id: str, attempt: int) -> str:
-    """The Ray submission id, and Grappe handle, of an attempt."""
-    return f"grappe-{job_id}-{attempt}"
+def submission_id(job_id: str, attempt: int, namespace: str = "") -> str:
+    """The Ray submission id, and Grappe handle, of an attempt (``namespace``: the factory's id)."""
+    return f"grappe-{namespace}-{job_id}-{attempt}" if namespace else f"grappe-{job_id}-{attempt}"
 
 
 class RayBackend:
     """Runs attempts as Ray jobs on the cluster whose dashboard is ``settings.address``."""
 
-    def __init__(self, site: Site, root: Path) -> None:
-        """Check the site's settings and pools; ``root`` holds attempts while they are staged."""
+    def __init__(self, site: Site, root: Path, namespace: str = "") -> None:
+        """Check the site's settings and pools; ``root`` holds attempts while they are staged.
+
+        ``namespace`` (the factory's id) goes into submission ids: two factories, or one
+        whose store was reset, never take each other's Ray jobs for their own.
+        """
+        self.namespace = namespace
         try:
             self.settings = validate(RaySettings, dict(site.settings), f"site {site.name} backend")
         except SpecError as exc:
@@ -167,7 +172,7 @@ class RayBackend:
     def submit(self, launch: Launch) -> str:
         """Stage the attempt and submit it as a Ray job; idempotent on ``(job_id, attempt)``."""
         self._check_fits(launch)
-        handle = submission_id(launch.job_id, launch.attempt)
+        handle = submission_id(launch.job_id, launch.attempt, self.namespace)
         stage = self.root / launch.job_id / str(launch.attempt)
         with self._lock:
             if self._info(handle) is not None:
@@ -183,7 +188,7 @@ class RayBackend:
 
     def find(self, job_id: str, attempt: int) -> str | None:
         """The handle of an attempt Ray knows, or ``None``."""
-        handle = submission_id(job_id, attempt)
+        handle = submission_id(job_id, attempt, self.namespace)
         return handle if self._info(handle) is not None else None
 
     def poll(self, handles: Sequence[str]) -> dict[str, Status]:

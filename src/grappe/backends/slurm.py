@@ -65,13 +65,16 @@ class SlurmBackend:
         site: Site,
         root: Path,
         accounts: Callable[[str], SiteAccount | None] | None = None,
+        namespace: str = "",
     ) -> None:
         """Check the site's settings (``ValueError`` naming the fix) and open the index.
 
         ``accounts`` resolves a site user name to its credentials, so that jobs a member
-        submitted before a restart are polled and cancelled as that member.
+        submitted before a restart are polled and cancelled as that member. ``namespace``
+        (the factory's id) keeps job names and directories of two factories on one site apart.
         """
         self.site = site
+        self.namespace = namespace
         self.root = Path(root)
         self.settings: SlurmSettings = parse_settings(site)
         self._shells = SiteShells(site, self.settings, self.root, accounts)
@@ -121,6 +124,7 @@ class SlurmBackend:
                 self.site.name,
                 self._partition(launch.pool),
                 self.settings.accounts.get(launch.project),
+                self.namespace,
             )
             result = self._run_sbatch(shell, f"{attempt_dir}/{st.SCRIPT_FILE}")
             if not result.ok:
@@ -250,7 +254,7 @@ class SlurmBackend:
 
     def _by_name(self, shell: Shell, job_id: str, attempt: int) -> str | None:
         """The id of a job named after the attempt that ``shell``'s user owns, if Slurm has one."""
-        name = st.job_name(job_id, attempt)
+        name = st.job_name(job_id, attempt, self.namespace)
         argv = ["squeue", "-h", "-t", "all", "-u", shell.user, "--name", name, "-o", "%i"]
         ids = self._slurm(shell, argv).stdout.split()
         return ids[0] if ids and ids[0].isdigit() else None
@@ -315,7 +319,10 @@ class SlurmBackend:
     # ------------------------------------------------------------------ files
 
     def _attempt_dir(self, shell: Shell, job_id: str, attempt: int) -> str:
-        return posixpath.join(self._shells.workdir(shell), job_id, str(attempt))
+        base = self._shells.workdir(shell)
+        return posixpath.join(
+            base, *([self.namespace] if self.namespace else []), job_id, str(attempt)
+        )
 
     def _read(self, shell: Shell, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         try:

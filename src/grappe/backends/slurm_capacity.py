@@ -125,9 +125,10 @@ def snapshot(
         partition = partitions.get(pool.name, pool.name)
         free_gpus = free_cpus = free_nodes = 0
         free_mb = 0.0
-        for node in nodes:
-            if partition not in node.get("Partitions", "").split(","):
-                continue
+        members = [n for n in nodes if partition in n.get("Partitions", "").split(",")]
+        if not members:
+            continue  # no such partition here: placement rejects the pool as reporting nothing
+        for node in members:
             cfg, alloc = parse_tres(node.get("CfgTRES", "")), parse_tres(node.get("AllocTRES", ""))
             cpus = _int(cfg.get("cpu") or node.get("CPUTot"))
             used_cpus = _int(alloc.get("cpu") or node.get("CPUAlloc"))

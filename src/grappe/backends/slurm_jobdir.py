@@ -51,6 +51,7 @@ def prepare(
     site: str,
     partition: str,
     account: str | None,
+    namespace: str = "",
 ) -> None:
     """Write the attempt's ``job.sh`` and ``work/`` on the site.
 
@@ -74,6 +75,7 @@ def prepare(
             env=job_env(launch, site),
             setup=launch.setup,
             run=launch.run,
+            namespace=namespace,
         )
     )
     work = f"{attempt_dir}/{st.WORK_DIR}"

@@ -137,6 +137,11 @@ class SiteShells:
         if shell is None:
             with self._lock:
                 shell = next(iter(self._shells.values()), None)
+        if shell is None and self._accounts is not None:
+            # No service account: read the site's state as any member registered there.
+            account = self._accounts("")
+            if account is not None and account.key_path is not None:
+                shell = self.shell(account)
         if shell is None:
             raise SiteUnavailable(
                 f"site {self.site.name} has no account to read its state with: configure "

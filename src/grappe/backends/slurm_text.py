@@ -103,11 +103,12 @@ class ScriptRequest:
     env: Mapping[str, str]
     setup: str | None
     run: str
+    namespace: str = ""  # the factory's id, so two factories on one site never mix jobs
 
 
-def job_name(job_id: str, attempt: int) -> str:
+def job_name(job_id: str, attempt: int, namespace: str = "") -> str:
     """The Slurm job name of an attempt, which ``find`` looks up after a crash."""
-    return f"grappe-{job_id}-{attempt}"
+    return f"grappe-{namespace}-{job_id}-{attempt}" if namespace else f"grappe-{job_id}-{attempt}"
 
 
 def minutes(seconds: int) -> int:
@@ -128,7 +129,7 @@ def job_script(req: ScriptRequest) -> str:
     """
     d = req.attempt_dir
     options = [
-        f"--job-name={job_name(req.job_id, req.attempt)}",
+        f"--job-name={job_name(req.job_id, req.attempt, req.namespace)}",
         f"--output={d}/{LOG_FILE}",
         f"--chdir={d}/{WORK_DIR}",
         # A requeued job appends to its log, so that offsets already read stay valid.

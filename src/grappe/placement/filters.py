@@ -108,11 +108,13 @@ def price(job: JobRequest, site: Site, pool: Pool) -> str | None:
     return None
 
 
+# The account check comes first: a site that only members with an account may use cannot be
+# read until one registers, and "register your account" is the reason that helps.
 SITE_FILTERS: tuple[SiteFilter, ...] = (
+    member_account,
     site_answers,
     allowed_sites,
     jurisdiction,
     certifications,
-    member_account,
 )
 POOL_FILTERS: tuple[PoolFilter, ...] = (gpu_model, size, price)

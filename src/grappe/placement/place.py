@@ -122,12 +122,17 @@ def _estimate(
     now = fits_now(job, cap)
     if now:
         wait = 0.0
-    elif r.gpus:
-        ahead = cap.pending_gpu_seconds + cap.running_gpu_seconds_left
-        wait = ahead / max(pool.total_gpus, 1)
     else:
-        ahead = cap.pending_cpu_seconds + cap.running_cpu_seconds_left
-        wait = ahead / max(pool.total_cpus, 1)
+        if r.gpus:
+            ahead = cap.pending_gpu_seconds + cap.running_gpu_seconds_left
+            wait = ahead / max(pool.total_gpus, 1)
+        else:
+            ahead = cap.pending_cpu_seconds + cap.running_cpu_seconds_left
+            wait = ahead / max(pool.total_cpus, 1)
+        if ahead <= 0:
+            # No room, yet no known work ahead (others' jobs, a site we see little of):
+            # assume one job of this length must end first rather than no wait at all.
+            wait = runtime
     cost = charge(r, snap.site, pool, runtime, gpus.get(pool.gpu_model or ""))
     return Candidate(
         site=snap.site.name,

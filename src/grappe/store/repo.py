@@ -25,6 +25,7 @@ from grappe.store.tables import (
     JobRow,
     LeaseRow,
     MemberRow,
+    MetaRow,
     ProjectRow,
     SiteAccountRow,
     SiteOutageRow,
@@ -413,13 +414,12 @@ def site_account(s: Session, user_id: int, site: str) -> SiteAccountRow | None:
     )
 
 
-def site_account_by_remote(s: Session, site: str, remote_user: str) -> SiteAccountRow | None:
-    return s.scalar(
-        select(SiteAccountRow)
-        .where(SiteAccountRow.site == site, SiteAccountRow.remote_user == remote_user)
-        .order_by(SiteAccountRow.id.desc())
-        .limit(1)
-    )
+def site_account_by_remote(s: Session, site: str, remote_user: str | None) -> SiteAccountRow | None:
+    """The account with that user name on ``site`` (``None``: the newest of any member)."""
+    q = select(SiteAccountRow).where(SiteAccountRow.site == site)
+    if remote_user is not None:
+        q = q.where(SiteAccountRow.remote_user == remote_user)
+    return s.scalar(q.order_by(SiteAccountRow.id.desc()).limit(1))
 
 
 def site_accounts_of(s: Session, user_ids: Iterable[int]) -> dict[int, set[str]]:
@@ -465,6 +465,24 @@ def delete_site_account(s: Session, user_id: int, site: str) -> bool:
         return False
     s.delete(row)
     return True
+
+
+# ---------------------------------------------------------------- the factory itself
+
+
+def factory_id(s: Session, new: str) -> str:
+    """This factory's id, set once to ``new`` on first use (the first replica wins)."""
+    row = s.get(MetaRow, "factory_id")
+    if row is not None:
+        return row.value
+    try:
+        with s.begin_nested():
+            s.add(MetaRow(key="factory_id", value=new))
+    except IntegrityError:
+        row = s.get(MetaRow, "factory_id")
+        assert row is not None
+        return row.value
+    return new
 
 
 # ---------------------------------------------------------------- site outages

@@ -226,6 +226,15 @@ class AbandonedAttemptRow(Base):
     at: Mapped[datetime]
 
 
+class MetaRow(Base):
+    """Facts about this factory itself, such as its id (one row per key)."""
+
+    __tablename__ = "factory_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class LeaseRow(Base):
     """Who runs the scheduler loop: one holder at a time across API replicas."""
 
