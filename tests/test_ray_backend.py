@@ -210,7 +210,7 @@ def test_cancel_of_a_job_ray_still_queues(backend: RayBackend) -> None:
         assert backend.poll([queued])[queued].state == JobState.SUBMITTED
         started = time.monotonic()
         backend.cancel(queued)
-        assert time.monotonic() - started < 5  # Ray holds it until the GPUs free up
+        assert time.monotonic() - started < 30  # not held until the GPUs free up (120 s)
     finally:
         backend.cancel(hog)
     # Ray starts it once the GPUs are free and stops it at once: it never finishes.

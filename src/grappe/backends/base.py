@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from grappe.domain.jobs import JobState
 from grappe.domain.resources import Resources
-from grappe.domain.sites import Site, SiteSnapshot
+from grappe.domain.sites import Pool, Site, SiteSnapshot
 
 
 class SiteUnavailable(Exception):
@@ -73,6 +73,32 @@ class Status:
     exit_code: int | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+
+
+def single_node_pool(site: Site, launch: Launch, nodes_hint: str) -> Pool:
+    """The launch's pool, checked to hold the job on one node; ``SubmitRejected`` says why not.
+
+    For engines that run a job's command on one node (the local runner, a Ray entrypoint);
+    ``nodes_hint`` tells the user what to do instead of asking for several nodes.
+    """
+    pool = site.pool(launch.pool)
+    if pool is None:
+        names = ", ".join(p.name for p in site.pools)
+        raise SubmitRejected(f"site {site.name} has no pool {launch.pool!r} ({names})")
+    r, problems = launch.resources, []
+    if r.nodes > 1:
+        problems.append(f"{r.nodes} nodes ({nodes_hint})")
+    if r.gpus > pool.gpus_per_node:
+        problems.append(f"{r.gpus} GPUs ({pool.gpus_per_node} per node)")
+    if r.gpus and (r.gpu_model or "").lower() not in ("", (pool.gpu_model or "").lower()):
+        problems.append(f"{r.gpu_model} GPUs (it has {pool.gpu_model})")
+    if r.cpus > pool.cpus_per_node:
+        problems.append(f"{r.cpus} CPUs ({pool.cpus_per_node} per node)")
+    if r.memory_bytes > pool.memory_bytes_per_node:
+        problems.append(f"{r.memory_bytes} bytes of memory ({pool.memory_bytes_per_node})")
+    if problems:
+        raise SubmitRejected(f"pool {pool.name} cannot fit the job: {'; '.join(problems)}")
+    return pool
 
 
 @runtime_checkable

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from grappe.backends import local_runner as lr
-from grappe.backends.base import Launch, SiteUnavailable, Status, SubmitRejected
+from grappe.backends.base import (
+    Launch,
+    SiteUnavailable,
+    Status,
+    SubmitRejected,
+    single_node_pool,
+)
 from grappe.domain.jobs import JobState
 from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
 
@@ -278,24 +284,7 @@ class LocalBackend:
     def _check_fits(self, launch: Launch) -> Pool:
         if not _JOB_ID_RE.match(launch.job_id) or launch.attempt < 0:
             raise SubmitRejected(f"job id {launch.job_id!r} cannot name a local job directory")
-        pool = self.site.pool(launch.pool)
-        if pool is None:
-            names = ", ".join(p.name for p in self.site.pools)
-            raise SubmitRejected(f"site {self.site.name} has no pool {launch.pool!r} ({names})")
-        r = launch.resources
-        problems = []
-        if r.nodes > 1:
-            problems.append(f"{r.nodes} nodes (a local job runs on one)")
-        if r.gpus > pool.gpus_per_node:
-            problems.append(f"{r.gpus} GPUs ({pool.gpus_per_node} per node)")
-        if r.gpus and (r.gpu_model or "").lower() not in ("", (pool.gpu_model or "").lower()):
-            problems.append(f"{r.gpu_model} GPUs (it has {pool.gpu_model})")
-        if r.cpus > pool.cpus_per_node:
-            problems.append(f"{r.cpus} CPUs ({pool.cpus_per_node} per node)")
-        if r.memory_bytes > pool.memory_bytes_per_node:
-            problems.append(f"{r.memory_bytes} bytes of memory ({pool.memory_bytes_per_node})")
-        if problems:
-            raise SubmitRejected(f"pool {pool.name} cannot fit the job: {'; '.join(problems)}")
+        pool = single_node_pool(self.site, launch, "a local job runs on one")
         return pool
 
     def _free_gpu_indices(self, pool: Pool) -> list[int]:

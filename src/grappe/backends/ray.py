@@ -42,7 +42,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from grappe.backends.base import Launch, SiteUnavailable, Status, SubmitRejected
+from grappe.backends.base import (
+    Launch,
+    SiteUnavailable,
+    Status,
+    SubmitRejected,
+    single_node_pool,
+)
 from grappe.backends.local_runner import _signal_name, job_script
 from grappe.domain.jobs import JobState
 from grappe.domain.sites import PoolCapacity, Site, SiteSnapshot
@@ -338,23 +344,7 @@ class RayBackend:
     def _check_fits(self, launch: Launch) -> None:
         if not _JOB_ID_RE.match(launch.job_id) or launch.attempt < 0:
             raise SubmitRejected(f"job id {launch.job_id!r} cannot name a Ray submission")
-        pool = self.site.pool(launch.pool)
-        if pool is None:
-            names = ", ".join(p.name for p in self.site.pools)
-            raise SubmitRejected(f"site {self.site.name} has no pool {launch.pool!r} ({names})")
-        r, problems = launch.resources, []
-        if r.nodes > 1:
-            problems.append(f"{r.nodes} nodes (a Ray job's entrypoint runs on one; use Ray tasks)")
-        if r.gpus > pool.gpus_per_node:
-            problems.append(f"{r.gpus} GPUs ({pool.gpus_per_node} per node)")
-        if r.gpus and (r.gpu_model or "").lower() not in ("", (pool.gpu_model or "").lower()):
-            problems.append(f"{r.gpu_model} GPUs (it has {pool.gpu_model})")
-        if r.cpus > pool.cpus_per_node:
-            problems.append(f"{r.cpus} CPUs ({pool.cpus_per_node} per node)")
-        if r.memory_bytes > pool.memory_bytes_per_node:
-            problems.append(f"{r.memory_bytes} bytes of memory ({pool.memory_bytes_per_node})")
-        if problems:
-            raise SubmitRejected(f"pool {pool.name} cannot fit the job: {'; '.join(problems)}")
+        single_node_pool(self.site, launch, "a Ray job's entrypoint runs on one; use Ray tasks")
 
     def _pool_for(self, has_gpus: bool) -> str:
         """One pool: the whole cluster; two: nodes with GPUs go to the pool with GPUs."""

@@ -34,3 +34,13 @@ def gpu_models() -> dict[str, GpuModel]:
 def gpu_model(name: str) -> GpuModel | None:
     """One model by name, case-insensitive; ``None`` if the catalog lacks it."""
     return gpu_models().get(name.strip().upper())
+
+
+def canonical_gpu_model(value: str) -> str:
+    """The catalog's name for ``value`` (``h100`` -> ``H100``); ``ValueError`` listing the known."""
+    known = gpu_model(value)
+    if known is None:
+        raise ValueError(
+            f"unknown GPU model {value!r}; use one of {', '.join(sorted(gpu_models()))}"
+        )
+    return known.name

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from grappe.catalog import gpu_model, gpu_models
+from grappe.catalog import canonical_gpu_model, gpu_model, gpu_models
 from grappe.domain.resources import parse_memory
 from grappe.domain.sites import Pool, Site
 from grappe.spec.errors import Problem, SpecError, load_yaml, validate
@@ -49,12 +49,7 @@ class PoolSpec(BaseModel):
     def _model(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        known = gpu_model(value)
-        if known is None:
-            raise ValueError(
-                f"unknown GPU model {value!r}; use one of {', '.join(sorted(gpu_models()))}"
-            )
-        return known.name
+        return canonical_gpu_model(value)
 
     @field_validator("cpus_per_node", mode="before")
     @classmethod

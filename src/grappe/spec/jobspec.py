@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from grappe.catalog import gpu_model, gpu_models
+from grappe.catalog import canonical_gpu_model
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import Resources, parse_duration, parse_memory
 
@@ -33,12 +33,7 @@ class GpuRequest(BaseModel):
     def _known_model(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        known = gpu_model(value)
-        if known is None:
-            raise ValueError(
-                f"unknown GPU model {value!r}; use one of {', '.join(sorted(gpu_models()))}"
-            )
-        return known.name
+        return canonical_gpu_model(value)
 
 
 def _parse_gpus(value: Any) -> Any:
