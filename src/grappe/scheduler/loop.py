@@ -29,9 +29,9 @@ from grappe.domain.accounting import charge
 from grappe.domain.jobs import JobState
 from grappe.domain.projects import Balance
 from grappe.domain.resources import format_duration
-from grappe.domain.sites import SiteSnapshot
-from grappe.placement import Candidate, place
+from grappe.placement import Candidate, Placement
 from grappe.runtime import Factory
+from grappe.scheduler.decide import Entry, decide
 from grappe.scheduler.policies import Policy, QueuedJob
 from grappe.store import repo
 from grappe.store.tables import JobRow
@@ -323,13 +323,6 @@ def reconcile_job(factory: Factory, job_id: int, clock: Clock | None = None) -> 
 # ------------------------------------------------------------------ schedule
 
 
-def _waiting_reason(c: Candidate, resources: str) -> str:
-    return (
-        f"waiting for {resources} on {c.site}/{c.pool}, its best site "
-        f"(estimated wait {format_duration(c.wait_s)})"
-    )
-
-
 def _dispatch(factory: Factory, row: JobRow, cand: Candidate, now: datetime) -> bool:
     """Release a pending job to a site: record the intent, then submit, then store the handle."""
     attempt = row.attempt + 1
@@ -412,58 +405,40 @@ class Scheduler:
                 pid: repo.balance(s, pid, now) for pid in {r.project_id for r in rows}
             }
         by_id = {r.id: r for r in rows}
-        queued = [
-            QueuedJob(
+        entries = []
+        for r in rows:
+            project = projects[r.project_id]
+            request = replace(
+                repo.to_job(r, project.name, "").request,
+                site_accounts=frozenset(accounts.get(r.owner_id, ())),
+            )
+            queued = QueuedJob(
                 r.id,
                 r.submitted_at,
-                projects[r.project_id].name,
-                projects[r.project_id].priority,
+                project.name,
+                project.priority,
                 balances[r.project_id].share_used,
             )
-            for r in rows
-        ]
-        snapshots: dict[str, SiteSnapshot] = {snap.site.name: snap for snap in factory.snapshots()}
-        for q in self.policy.order(queued):
-            row = by_id[q.job_id]
-            job = repo.to_job(row, q.project, "")
-            request = replace(job.request, site_accounts=frozenset(accounts.get(row.owner_id, ())))
-            res = request.resources
-            held = balances[row.project_id].refusal(q.project, res.gpus, now)
-            if held:
-                report.held += 1
-                self._note(row, f"held: {held}", None)
-                continue
-            placement = place(request, list(snapshots.values()), factory.gpus)
-            best = placement.best
-            if best is None:
-                report.waiting += 1
-                self._note(row, placement.summary(), placement.as_dict())
-                if not self.policy.backfill:
-                    break
-                continue
-            snap = snapshots[best.site]
-            if best.can_start_now:
-                if _dispatch(factory, row, best, now):
-                    report.started.append(row.id)
-                    snapshots[best.site] = snap.taking(
-                        best.pool, res.gpus, res.cpus, res.memory_bytes
-                    )
-                    with factory.store.session() as s:
-                        repo.set_job_fields(s, row.id, placement=placement.as_dict())
-                continue
-            report.waiting += 1
-            self._note(row, _waiting_reason(best, res.describe()), placement.as_dict())
-            if not self.policy.backfill:
-                break
-            # Keep what is free in that pool for this job, so later jobs cannot starve it.
-            cap = snap.capacity(best.pool)
-            if cap is not None:
-                snapshots[best.site] = snap.taking(
-                    best.pool,
-                    min(res.gpus, max(cap.free_gpus, 0)),
-                    min(res.cpus, max(cap.free_cpus, 0)),
-                    min(res.memory_bytes, max(cap.free_memory_bytes, 0)),
-                )
+            held = balances[r.project_id].refusal(project.name, request.resources.gpus, now)
+            entries.append(Entry(queued, request, held))
+
+        def start(entry: Entry, best: Candidate, placement: Placement) -> bool:
+            row = by_id[entry.queued.job_id]
+            if not _dispatch(factory, row, best, now):
+                return False
+            with factory.store.session() as s:
+                repo.set_job_fields(s, row.id, placement=placement.as_dict())
+            return True
+
+        snapshots = {snap.site.name: snap for snap in factory.snapshots()}
+        done = decide(entries, snapshots, self.policy, factory.gpus, start)
+        report.started.extend(entry.queued.job_id for entry, _, _ in done.started)
+        report.held += done.held
+        report.waiting += len(done.waiting) - done.held
+        for entry, reason, placement in done.waiting:
+            self._note(
+                by_id[entry.queued.job_id], reason, placement.as_dict() if placement else None
+            )
 
     def _note(self, row: JobRow, reason: str, placement: dict[str, Any] | None) -> None:
         """Store why a pending job waits, only when that changed (few writes per pass)."""
