@@ -219,20 +219,52 @@ def _wait(client: Client, job_id: int, poll: float = 0.5) -> dict[str, Any]:
 @app.command()
 def plan(
     spec: Annotated[Path, typer.Argument(help="The job spec (YAML).")],
+    federation: Annotated[
+        Path | None,
+        typer.Option(
+            "--federation",
+            help="Plan against this factory.yaml, every site as if empty, with no server: "
+            "where in Europe would this run? (e.g. examples/federations/eu-ai-factories.yaml)",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show where a job would run and why, without submitting it."""
+    """Show where a job would run and why, without submitting it.
+
+    --federation FED.yaml answers "where in Europe would this run?": no server, sites as if empty.
+    """
 
     def go() -> None:
         parsed, data = _load_spec(spec, None)
-        data.pop("workdir", None)  # placement does not need the directory's contents
-        result = Client().post("/jobs/plan", data)
+        if federation is not None:
+            result = _plan_declared(federation, parsed)
+        else:
+            data.pop("workdir", None)  # placement does not need the directory's contents
+            result = Client().post("/jobs/plan", data)
         if as_json:
             _print_json(result)
             return
         _print_plan(result)
 
     _run(go)
+
+
+def _plan_declared(federation: Path, spec: JobSpec) -> dict[str, Any]:
+    """The placement of ``spec`` on the sites ``federation`` declares, each as if empty."""
+    from grappe.catalog import gpu_models
+    from grappe.placement.declared import declared_snapshots
+    from grappe.placement.place import place
+    from grappe.spec.factory import load_factory
+
+    if not federation.is_file():
+        raise CliError(f"--federation (got '{federation}'): no such file; fix the path", 2)
+    try:
+        sites = load_factory(federation).to_domain()
+    except SpecError as exc:
+        head = f"{federation}: the federation is not valid"
+        raise CliError(_problem_text(head, exc), 2) from None
+    request = spec.to_request("plan", spec.project or "")
+    return place(request, declared_snapshots(sites), gpu_models()).as_dict()
 
 
 def _print_plan(result: dict[str, Any]) -> None:
