@@ -40,5 +40,11 @@ lint: install-test
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
 
+# Trace replay inputs: the shared Philly trace, and the EU federation when it exists.
+TRACE ?= ../shared/traces/philly_2017.csv
+FED   ?= $(wildcard examples/federations/eu-ai-factories.yaml)
+LOAD  ?= 0.9
+
 bench: install
 	$(BIN)/python bench/core.py
+	$(BIN)/python bench/sim.py --trace $(TRACE) --fed "$(FED)" --load $(LOAD)
