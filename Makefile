@@ -40,9 +40,10 @@ lint: install-test
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
 
-# Trace replay inputs: the shared Philly trace, and the EU federation when it exists.
+# Trace replay inputs: the shared Philly trace on a site shaped like Philly's cluster
+# (2,490 GPUs); FED=examples/federations/eu-ai-factories.yaml replays it on the EU federation.
 TRACE ?= ../shared/traces/philly_2017.csv
-FED   ?= $(wildcard examples/federations/eu-ai-factories.yaml)
+FED   ?=
 LOAD  ?= 0.9
 
 bench: install
