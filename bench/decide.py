@@ -1,0 +1,104 @@
+"""Micro-benchmark: scheduling decisions with 10,000 pending jobs across 50 sites.
+
+One pass of ``decide()`` (the function the live loop and trace replay run) over
+10,000 pending GPU jobs on 50 sites of 3 pools, some with free GPUs. Prints the
+pass time and the p50/p99 time of each job's decision (its placement and the
+start or wait that follows). Run with `make bench`; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import grappe.scheduler.decide as decide_module
+from grappe.catalog import gpu_models
+from grappe.domain.jobs import JobRequest
+from grappe.domain.resources import Resources
+from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
+from grappe.scheduler.decide import Entry, decide
+from grappe.scheduler.policies import QueuedJob, policy
+
+MODELS = ["A100", "H100", "H200", "GH200", "B200", "MI300X"]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def federation(n_sites: int) -> dict[str, SiteSnapshot]:
+    snaps = {}
+    for i in range(n_sites):
+        pools = tuple(
+            Pool(
+                f"p{j}",
+                nodes=64,
+                cpus_per_node=64,
+                memory_bytes_per_node=512 << 30,
+                gpu_model=MODELS[(i + j) % len(MODELS)],
+                gpus_per_node=8,
+                price_eur_gpu_hour=1.0 + (i % 5) * 0.5,
+            )
+            for j in range(3)
+        )
+        site = Site(f"site{i}", "op", "FR", "EU", ("ISO27001",), 20.0 + 10 * i, "slurm", pools)
+        caps = tuple(
+            PoolCapacity(
+                p.name,
+                free_gpus=8 * ((i + j) % 3),
+                free_cpus=4096,
+                free_memory_bytes=32 << 40,
+                running_gpu_seconds_left=3600.0 * 512,
+            )
+            for j, p in enumerate(pools)
+        )
+        snaps[site.name] = SiteSnapshot(site, caps)
+    return snaps
+
+
+def entries(n: int) -> list[Entry]:
+    out = []
+    for k in range(n):
+        model = MODELS[k % len(MODELS)] if k % 4 else None
+        req = JobRequest(
+            str(k),
+            f"team{k % 20}",
+            Resources(gpus=[1, 2, 4, 8][k % 4], gpu_model=model, cpus=4),
+            3600 * (1 + k % 12),
+        )
+        q = QueuedJob(k, T0 + timedelta(seconds=k), f"team{k % 20}", 0, (k % 20) / 20)
+        out.append(Entry(q, req))
+    return out
+
+
+def main() -> None:
+    snaps, queue = federation(50), entries(10_000)
+    timings: list[float] = []
+    real_place = decide_module.place
+
+    def timed_place(*args, **kwargs):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return real_place(*args, **kwargs)
+        finally:
+            timings.append(time.perf_counter() - t0)
+
+    decide_module.place = timed_place  # type: ignore[assignment]
+    try:
+        for name in ("grappe", "fifo"):
+            timings.clear()
+            t0 = time.perf_counter()
+            result = decide(queue, snaps, policy(name), gpu_models(), lambda e, c, p: True)
+            total = time.perf_counter() - t0
+            placed = len(timings)
+            p50 = statistics.median(timings) * 1e3 if timings else 0.0
+            p99 = statistics.quantiles(timings, n=100)[98] * 1e3 if len(timings) > 1 else p50
+            print(
+                f"decide[{name}]: 10,000 pending x 50 sites: pass {total:.2f} s, "
+                f"{placed} placements (p50 {p50:.3f} ms, p99 {p99:.3f} ms), "
+                f"{len(result.started)} started, {len(result.waiting)} waiting"
+            )
+    finally:
+        decide_module.place = real_place  # type: ignore[assignment]
+
+
+if __name__ == "__main__":
+    main()
