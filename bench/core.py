@@ -9,6 +9,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from grappe.store.tables import JobRow
 MODELS = ["A100", "H100", "H200", "GH200", "B200", "MI300X"]
 
 
-def federation(n_sites: int) -> list[SiteSnapshot]:
+def federation(
+    n_sites: int, free_gpus: Callable[[int, int], int] = lambda i, j: (i * 37) % 800
+) -> list[SiteSnapshot]:
+    """``n_sites`` sites of 3 pools of 100 nodes of 8 GPUs; ``free_gpus(site, pool)`` free."""
     snaps = []
     for i in range(n_sites):
         pools = tuple(
@@ -56,12 +60,12 @@ def federation(n_sites: int) -> list[SiteSnapshot]:
         caps = tuple(
             PoolCapacity(
                 p.name,
-                free_gpus=(i * 37) % 800,
+                free_gpus=free_gpus(i, j),
                 free_cpus=6400,
                 free_memory_bytes=100 << 40,
                 pending_gpu_seconds=3600.0 * i,
             )
-            for p in pools
+            for j, p in enumerate(pools)
         )
         snaps.append(SiteSnapshot(site, caps))
     return snaps

@@ -12,46 +12,16 @@ import statistics
 import time
 from datetime import UTC, datetime, timedelta
 
+from core import MODELS, federation  # bench/ is on the path when run as a script
+
 import grappe.scheduler.decide as decide_module
 from grappe.catalog import gpu_models
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import Resources
-from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
 from grappe.scheduler.decide import Entry, decide
 from grappe.scheduler.policies import QueuedJob, policy
 
-MODELS = ["A100", "H100", "H200", "GH200", "B200", "MI300X"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def federation(n_sites: int) -> dict[str, SiteSnapshot]:
-    snaps = {}
-    for i in range(n_sites):
-        pools = tuple(
-            Pool(
-                f"p{j}",
-                nodes=64,
-                cpus_per_node=64,
-                memory_bytes_per_node=512 << 30,
-                gpu_model=MODELS[(i + j) % len(MODELS)],
-                gpus_per_node=8,
-                price_eur_gpu_hour=1.0 + (i % 5) * 0.5,
-            )
-            for j in range(3)
-        )
-        site = Site(f"site{i}", "op", "FR", "EU", ("ISO27001",), 20.0 + 10 * i, "slurm", pools)
-        caps = tuple(
-            PoolCapacity(
-                p.name,
-                free_gpus=8 * ((i + j) % 3),
-                free_cpus=4096,
-                free_memory_bytes=32 << 40,
-                running_gpu_seconds_left=3600.0 * 512,
-            )
-            for j, p in enumerate(pools)
-        )
-        snaps[site.name] = SiteSnapshot(site, caps)
-    return snaps
 
 
 def entries(n: int) -> list[Entry]:
@@ -70,7 +40,9 @@ def entries(n: int) -> list[Entry]:
 
 
 def main() -> None:
-    snaps, queue = federation(50), entries(10_000)
+    # A third of the pools have a free node, a third two, a third none.
+    snaps = {s.site.name: s for s in federation(50, free_gpus=lambda i, j: 8 * ((i + j) % 3))}
+    queue = entries(10_000)
     timings: list[float] = []
     real_place = decide_module.place
 

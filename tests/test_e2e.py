@@ -753,7 +753,7 @@ def test_member_sees_only_their_projects_jobs(server: Server, tmp_path: Path) ->
     assert [p["name"] for p in server.cli_json("projects", "ls", token=ada)] == ["demo"]
 
 
-# ---------------------------------------------------------------------- known bugs (xfail)
+# ---------------------------------------------------------------------- bugs found, now fixed
 
 
 def test_follow_shows_the_output_of_a_retried_attempt(server: Server, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install the Debian packages the test suite runs for real, if any is missing:
-# PostgreSQL, Slurm with munge, an SSH server (the login-node path) and iproute2.
+# PostgreSQL, Slurm with munge, an SSH server (the login-node path), iproute2 and the
+# small tools the tests and dev scripts call (pgrep, ps, hostname).
 # Services are not started by the packages (policy-rc.d): the tests start their own
 # daemons on loopback, inside their own network namespace.
 set -eu
@@ -11,6 +12,9 @@ command -v slurmctld >/dev/null 2>&1 || missing="$missing slurm-wlm"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ip >/dev/null 2>&1 || missing="$missing iproute2"
 command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
+# pgrep and ps (the tests and dev scripts find and stop processes), hostname (slurm.conf).
+command -v pgrep >/dev/null 2>&1 || missing="$missing procps"
+command -v hostname >/dev/null 2>&1 || missing="$missing hostname"
 [ -n "$missing" ] || exit 0
 
 SUDO=""

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from grappe.backends import SiteUnavailable
 from grappe.domain.jobs import Job, JobState
 from grappe.placement import place
+from grappe.placement.declared import declared_snapshots
 from grappe.runtime import Factory
 from grappe.scheduler.loop import reconcile_job
 from grappe.services.auth import Principal
@@ -111,12 +112,14 @@ def submit_job(
         raise Invalid(
             "inputs", spec.inputs, "datasets are not served by this factory yet; remove inputs"
         )
+    # Could any declared site ever run it? Asked of the sites as declared, not of their engines:
+    # a submission must not wait on every site's scontrol or SSH round trip.
     placement = place(
-        _request(factory, actor, spec, "new", project), factory.snapshots(), factory.gpus
+        _request(factory, actor, spec, "new", project),
+        declared_snapshots(list(factory.sites.values())),
+        factory.gpus,
     )
-    if not placement.candidates and not any(
-        "not answering" in r.reason for r in placement.rejected
-    ):
+    if not placement.candidates:
         raise Unplaceable(
             placement.summary(),
             problems=[
@@ -149,7 +152,7 @@ def submit_job(
                 workdir_upload=upload,
                 retries=0,
                 attempt=0,
-                placement=placement.as_dict(),
+                placement=None,  # the scheduler records the live placement
                 submitted_at=now,
                 updated_at=now,
             )
