@@ -97,7 +97,8 @@ def logs(
     def stream() -> Iterator[bytes]:
         nonlocal offset, state, current
         chunk = first
-        if attempt is not None and attempt != current and follow:
+        # Attempt 0 means the job had not started anywhere: its first attempt is no retry.
+        if attempt and current and attempt != current and follow:
             yield attempt_marker(current)
         while True:
             if chunk:
@@ -112,8 +113,9 @@ def logs(
             chunk, state, now = jobs.job_logs(factory, me, job_id, offset)
             if now != current:
                 # A retry began: its output is a new file, read from its start.
+                if current:
+                    yield attempt_marker(now)
                 current, offset = now, 0
-                yield attempt_marker(now)
                 chunk, state, _ = jobs.job_logs(factory, me, job_id, 0)
 
     return StreamingResponse(

@@ -125,7 +125,8 @@ class Client:
                         resp.read()
                         raise CliError(_error_message(resp), 2 if resp.status_code < 500 else 1)
                     if attempt is None:
-                        attempt = int(resp.headers.get("X-Job-Attempt", "0"))
+                        # A job not started yet (attempt 0) will stream its first attempt.
+                        attempt = max(int(resp.headers.get("X-Job-Attempt", "0")), 1)
                     deadline = None
                     for chunk in resp.iter_bytes():
                         marks = list(_MARKER.finditer(chunk))
