@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 100 * 1024 * 1024
     # A site silent this long gives up the jobs it has not started, to be placed elsewhere.
     site_down_requeue_s: float = Field(default=300.0, ge=0)
+    # Federation files (*.yaml) the console's Plan page offers besides the live sites;
+    # without it, a source checkout's examples/federations.
+    console_federations: Path | None = None
 
     @property
     def store_url(self) -> str:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from grappe import __version__
+from grappe import __version__, console
 from grappe.api import jobs, projects, sites
 from grappe.runtime import Factory
 from grappe.scheduler.loop import Scheduler
@@ -92,6 +92,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(sites.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(projects.router, prefix="/api/v1")
+    console.install(app)  # the web console at /, over the same services
     return app
 
 

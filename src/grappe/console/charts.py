@@ -1,0 +1,60 @@
+"""Charts drawn on the server as SVG: no script, readable without JavaScript, printable.
+
+One kind is enough for the console: horizontal bars, each a quantity used
+against what was granted (an allocation) or against the largest of the set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup, escape
+
+ROW_H = 28
+LABEL_W = 170
+BAR_W = 360
+TEXT_W = 210
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    limit: float | None = None  # what was granted; None: scale against the largest value
+
+
+def _number(x: float) -> str:
+    return f"{x:,.2f}" if abs(x) < 100 else f"{x:,.0f}"
+
+
+def bars(title: str, rows: Sequence[Bar], unit: str, empty: str = "") -> Markup:
+    """An SVG chart of ``rows``; a bar over its limit is drawn full and marked as over."""
+    if not rows:
+        return Markup('<p class="muted">{}</p>').format(empty)
+    top = max([r.limit or 0.0 for r in rows] + [r.value for r in rows] + [1e-9])
+    height = ROW_H * len(rows) + 30
+    width = LABEL_W + BAR_W + TEXT_W
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="0" y="16" class="chart-title">{escape(title)}</text>',
+    ]
+    for i, row in enumerate(rows):
+        y = 26 + i * ROW_H
+        scale = row.limit if row.limit else top
+        share = row.value / scale if scale > 0 else (1.0 if row.value > 0 else 0.0)
+        fill = BAR_W * min(share, 1.0)
+        kind = "over" if row.limit is not None and row.value > row.limit else "used"
+        limit = f" / {_number(row.limit)}" if row.limit is not None else ""
+        percent = f" ({share:.0%})" if row.limit else ""
+        parts += [
+            f'<text x="0" y="{y + 15}" class="chart-label">{escape(row.label[:24])}</text>',
+            f'<rect x="{LABEL_W}" y="{y + 3}" width="{BAR_W}" height="16" class="track"/>',
+            f'<rect x="{LABEL_W}" y="{y + 3}" width="{fill:.1f}" height="16" class="{kind}"/>',
+            f'<text x="{LABEL_W + BAR_W + 8}" y="{y + 15}" class="chart-value">'
+            f"{_number(row.value)}{limit} {escape(unit)}{percent}</text>",
+        ]
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -1,0 +1,145 @@
+// Grappe console: live parts of server-rendered pages. No framework; each part
+// starts only if its element is on the page, and every page works without it.
+"use strict";
+
+// Parts of a page that refresh themselves: <tbody data-refresh="/url">.
+function refreshEvery(el, ms) {
+  setInterval(async () => {
+    if (document.hidden) return;
+    try {
+      const resp = await fetch(el.dataset.refresh, { credentials: "same-origin" });
+      if (resp.ok && !resp.redirected) el.innerHTML = await resp.text();
+    } catch (e) { /* the factory is restarting: try again next time */ }
+  }, ms);
+}
+
+// A job's output and status, followed with Server-Sent Events until it ends.
+function followJob(logs) {
+  const start = new URL(logs.dataset.events, location.href);
+  let offset = Number(start.searchParams.get("offset") || 0);
+  let attempt = Number(start.searchParams.get("attempt") || 0);
+  let first = offset === 0;  // the page shows a placeholder until the first output
+  function open() {
+    const url = new URL(start);
+    url.searchParams.set("offset", offset);
+    url.searchParams.set("attempt", attempt);
+    const source = new EventSource(url);
+    source.addEventListener("log", (ev) => {
+      const data = JSON.parse(ev.data);
+      if (first) { logs.textContent = ""; first = false; }
+      const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
+      logs.textContent += data.text;
+      if (data.offset !== undefined) offset = data.offset;
+      if (data.attempt !== undefined) attempt = data.attempt;
+      if (atBottom) logs.scrollTop = logs.scrollHeight;
+    });
+    source.addEventListener("status", (ev) => {
+      const data = JSON.parse(ev.data);
+      const panel = document.getElementById("job-status");
+      if (panel) panel.innerHTML = data.html;
+    });
+    source.addEventListener("end", () => {
+      source.close();
+      logs.dataset.ended = "true";
+      document.querySelectorAll("#cancel-form, h2 .live").forEach((el) => el.remove());
+    });
+    source.onerror = () => {
+      // The stream closes at its time limit or when the factory restarts: pick up again.
+      source.close();
+      if (logs.dataset.ended !== "true") setTimeout(open, 2000);
+    };
+  }
+  open();
+}
+
+// The YAML editor: line numbers, and the spec checked as it is typed.
+function lineNumbers(gutter, text, bad) {
+  const lines = Math.max(text.split("\n").length, 12);
+  gutter.textContent = "";
+  for (let n = 1; n <= lines; n++) {
+    const span = document.createElement("span");
+    span.textContent = n;
+    if (bad.has(n)) span.className = "bad";
+    gutter.appendChild(span);
+    gutter.appendChild(document.createTextNode("\n"));
+  }
+}
+
+function showProblems(box, problems) {
+  box.textContent = "";
+  const wrap = document.createElement("div");
+  if (!problems.length) {
+    wrap.className = "ok";
+    wrap.textContent = box.dataset.ok;
+    box.appendChild(wrap);
+    return;
+  }
+  wrap.className = "problems";
+  wrap.setAttribute("role", "alert");
+  const head = document.createElement("p");
+  head.textContent = box.dataset.invalid;
+  const list = document.createElement("ul");
+  for (const p of problems) {
+    const item = document.createElement("li");
+    if (p.line) {
+      const link = document.createElement("a");
+      link.href = "#";
+      link.className = "goto-line";
+      link.dataset.line = p.line;
+      link.textContent = box.dataset.line.replace("{line}", p.line);
+      item.append(link, " · ");
+    }
+    const code = document.createElement("code");
+    code.textContent = p.field || "(document)";
+    item.append(code, ": " + p.message);
+    list.appendChild(item);
+  }
+  wrap.append(head, list);
+  box.appendChild(wrap);
+}
+
+function goToLine(textarea, line) {
+  const lines = textarea.value.split("\n");
+  let start = 0;
+  for (let i = 0; i < line - 1 && i < lines.length; i++) start += lines[i].length + 1;
+  textarea.focus();
+  textarea.setSelectionRange(start, start + (lines[line - 1] || "").length);
+}
+
+function checkAsTyped(editor) {
+  const textarea = editor.querySelector("textarea");
+  const gutter = editor.querySelector(".gutter");
+  const box = document.getElementById("spec-problems");
+  const form = editor.closest("form");
+  let timer = null;
+  textarea.addEventListener("scroll", () => { gutter.scrollTop = textarea.scrollTop; });
+  textarea.addEventListener("input", () => {
+    lineNumbers(gutter, textarea.value, new Set());
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const body = new FormData();
+      body.set("csrf", form.elements.csrf.value);
+      body.set("spec", textarea.value);
+      const resp = await fetch(editor.dataset.check, { method: "POST", body, credentials: "same-origin" });
+      if (!resp.ok) return;
+      const result = await resp.json();
+      showProblems(box, result.problems);
+      lineNumbers(gutter, textarea.value, new Set(result.problems.map((p) => p.line).filter(Boolean)));
+    }, 400);
+  });
+}
+
+document.addEventListener("click", (ev) => {
+  const link = ev.target.closest(".goto-line");
+  const textarea = document.getElementById("spec");
+  if (!link || !textarea) return;
+  ev.preventDefault();
+  goToLine(textarea, Number(link.dataset.line));
+});
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-refresh]").forEach((el) => refreshEvery(el, 3000));
+  const logs = document.querySelector("#logs[data-events]");
+  if (logs) followJob(logs);
+  document.querySelectorAll(".editor[data-check]").forEach(checkAsTyped);
+});
