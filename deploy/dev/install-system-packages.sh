@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages the test suite runs for real, if any is missing:
-# PostgreSQL, Slurm with munge, an SSH server (the login-node path), iproute2 and the
-# small tools the tests and dev scripts call (pgrep, ps, hostname).
+# PostgreSQL, Slurm with munge, an SSH server (the login-node path), iproute2,
+# Chromium (the console's browser tests) and the small tools the tests and dev scripts
+# call (pgrep, ps, hostname).
 # Services are not started by the packages (policy-rc.d): the tests start their own
 # daemons on loopback, inside their own network namespace.
 set -eu
@@ -15,6 +16,8 @@ command -v unshare >/dev/null 2>&1 || missing="$missing util-linux"
 # pgrep and ps (the tests and dev scripts find and stop processes), hostname (slurm.conf).
 command -v pgrep >/dev/null 2>&1 || missing="$missing procps"
 command -v hostname >/dev/null 2>&1 || missing="$missing hostname"
+# The console's browser tests drive Debian's Chromium through Playwright (no browser download).
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -n "$missing" ] || exit 0
 
 SUDO=""

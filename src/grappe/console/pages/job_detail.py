@@ -100,7 +100,7 @@ def events(
             if state.terminal and not chunk:
                 # The view read before the logs may predate the end: show the final one.
                 job = jobs.get_job(ctx.factory, ctx.principal, job_id)
-            moved = (job["state"], job["reason"], len(job["history"]), job["site"])
+            moved = (job["state"], job["reason"], len(job["history"]), json.dumps(job["placement"]))
             if moved != seen:
                 seen = moved
                 yield sse("status", {"state": job["state"], "html": _status(ctx, job)})
