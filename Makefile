@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: up test install install-test deps-system lint bench clean
+.PHONY: up test install install-test deps-system lint bench clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ deps-system:
 test: deps-system install-test
 	$(BIN)/ruff check src tests
 	deploy/dev/isolated.sh $(BIN)/python -m pytest -q
+
+# The console's browser tests alone (Debian's Chromium); screenshots land in bench/results/console/.
+screenshots: deps-system install-test
+	deploy/dev/isolated.sh $(BIN)/python -m pytest -q tests/test_console_browser.py
 
 lint: install-test
 	$(BIN)/ruff check src tests
