@@ -63,7 +63,7 @@ def two_projects(world: World) -> tuple[World, str, str]:
 
 def test_pages_need_sign_in(sqlite_world: World) -> None:
     client = TestClient(sqlite_world.app)
-    for path in ["/", "/jobs", "/jobs/new", "/plan", "/operator", "/jobs/1"]:
+    for path in ["/", "/jobs", "/jobs/new", "/plan", "/operator", "/jobs/1", "/overview/sites"]:
         resp = client.get(path, follow_redirects=False)
         assert resp.status_code == 303, path
         assert resp.headers["location"].startswith("/signin?next=")
@@ -116,6 +116,8 @@ def test_a_member_never_sees_another_projects_job(two_projects: tuple[World, str
     assert f'data-job="{secret_job}"' not in alice.get("/jobs/rows").text
     assert f'data-job="{secret_job}"' not in alice.get("/").text
     assert f'data-job="{secret_job}"' not in alice.get("/overview/queue").text
+    assert f'data-job="{own_job}"' in alice.get("/jobs/rows?mine=true&limit=10").text
+    assert 'data-site="local"' in alice.get("/overview/sites").text
     page = alice.get(f"/jobs/{secret_job}")
     assert page.status_code == 404
     assert "belongs to a project you are not in" in page.text
@@ -286,6 +288,7 @@ def test_bars_mark_use_over_the_allocation() -> None:
     assert 'width="180.0" height="16" class="used"' in svg  # half of the 360-wide track
     assert 'width="360.0" height="16" class="over"' in svg and "12.00 / 10.00 h (120%)" in svg
     assert "nothing" in charts.bars("x", [], "h", empty="nothing")
+    assert "0.000912 h" in charts.bars("CPU-hours", [charts.Bar("tiny", 0.000912)], "h")
 
 
 def test_form_fields_become_yaml_the_editor_reads() -> None:

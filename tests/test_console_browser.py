@@ -151,6 +151,24 @@ def test_sign_in_submit_and_watch_a_job_finish(page: Any, server: Server) -> Non
     shot(page, "overview")
 
 
+def test_the_queue_updates_without_reload(page: Any, server: Server) -> None:
+    sign_in(page, server.admin_token)
+    page.evaluate("window.stillThisPage = true")
+    whole_site = {"project": "demo", "resources": {"cpus": 2}, "run": "sleep 3"}
+    with server.api() as api:
+        first = api.post("/jobs", json={"name": "first", **whole_site}).json()["id"]
+        second = api.post("/jobs", json={"name": "second", **whole_site}).json()["id"]
+    # The second waits for the first to free the site's two CPUs: the queue shows it.
+    waiting = page.locator(f'#queue tr[data-job="{second}"]')
+    waiting.wait_for(timeout=15_000)
+    page.locator(f'#my-jobs tr[data-job="{first}"]').wait_for(timeout=15_000)
+    shot(page, "overview-queue")
+    server.wait_job(first)
+    server.wait_job(second)
+    waiting.wait_for(state="detached", timeout=15_000)
+    assert page.evaluate("window.stillThisPage") is True
+
+
 def test_plan_explains_every_rejected_site(page: Any, server: Server) -> None:
     sign_in(page, server.admin_token)
     page.click('nav a[data-page="plan"]')

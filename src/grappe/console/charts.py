@@ -25,6 +25,11 @@ class Bar:
 
 
 def _number(x: float) -> str:
+    """Small quantities keep three significant digits (0.000912 h), large ones none."""
+    if x == 0:
+        return "0"
+    if abs(x) < 1:
+        return f"{x:.3g}"
     return f"{x:,.2f}" if abs(x) < 100 else f"{x:,.0f}"
 
 

@@ -8,14 +8,16 @@ whenever the job moves, and ends when the job does.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from grappe.console import nav
 from grappe.console.web import ConsoleRoute, Ctx, MemberDep, see_other
@@ -63,6 +65,21 @@ async def cancel(job_id: int, ctx: MemberDep) -> Response:
     return see_other(f"/jobs/{job_id}")
 
 
+def _read(
+    ctx: Ctx, job_id: int, offset: int, attempt: int
+) -> tuple[dict[str, Any], bytes, JobState, int]:
+    """One look at the job: its view and its new output (all of it if a retry began)."""
+    job = jobs.get_job(ctx.factory, ctx.principal, job_id)
+    chunk, state, now = jobs.job_logs(ctx.factory, ctx.principal, job_id, offset)
+    if now != attempt:
+        # A retry writes a new output file: read it from its start.
+        chunk, state, now = jobs.job_logs(ctx.factory, ctx.principal, job_id, 0)
+    if state.terminal and not chunk:
+        # The view read before the logs may predate the end: show the final one.
+        job = jobs.get_job(ctx.factory, ctx.principal, job_id)
+    return job, chunk, state, now
+
+
 @router.get("/jobs/{job_id}/events")
 def events(
     job_id: int,
@@ -70,36 +87,36 @@ def events(
     offset: Annotated[int, Query(ge=0)] = 0,
     attempt: Annotated[int, Query(ge=0)] = 0,
 ) -> StreamingResponse:
-    """New output from ``offset`` of ``attempt``, and the status whenever it changes."""
+    """New output from ``offset`` of ``attempt``, and the status whenever it changes.
+
+    The stream waits with the event loop, not a worker thread, so open pages never
+    starve the API's threads, and it stops when the browser goes away.
+    """
     jobs.get_job(ctx.factory, ctx.principal, job_id)  # 404 before the stream starts
 
-    def stream() -> Iterator[bytes]:
+    async def stream() -> AsyncIterator[bytes]:
         nonlocal offset, attempt
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         seen: tuple[Any, ...] = ()
         deadline = time.monotonic() + STREAM_MAX_S
         while time.monotonic() < deadline:
             try:
-                job = jobs.get_job(ctx.factory, ctx.principal, job_id)
-                chunk, state, now = jobs.job_logs(ctx.factory, ctx.principal, job_id, offset)
+                job, chunk, state, now = await run_in_threadpool(
+                    _read, ctx, job_id, offset, attempt
+                )
             except ServiceError as exc:
                 yield sse("problem", {"message": exc.message})
-                time.sleep(POLL_S * 4)
+                await asyncio.sleep(POLL_S * 4)
                 continue
             if now != attempt:
-                # A retry writes a new output file: read it from its start.
                 if attempt:
                     yield sse("log", {"text": f"\n--- attempt {now} ---\n", "offset": 0})
                 attempt, offset = now, 0
                 decoder.reset()
-                chunk, state, _ = jobs.job_logs(ctx.factory, ctx.principal, job_id, 0)
             if chunk:
                 offset += len(chunk)
                 text = decoder.decode(chunk)
                 yield sse("log", {"text": text, "offset": offset, "attempt": attempt})
-            if state.terminal and not chunk:
-                # The view read before the logs may predate the end: show the final one.
-                job = jobs.get_job(ctx.factory, ctx.principal, job_id)
             moved = (job["state"], job["reason"], len(job["history"]), json.dumps(job["placement"]))
             if moved != seen:
                 seen = moved
@@ -108,7 +125,7 @@ def events(
                 yield sse("end", {"state": str(state)})
                 return
             if not chunk:
-                time.sleep(POLL_S)
+                await asyncio.sleep(POLL_S)
 
     return StreamingResponse(
         stream(),

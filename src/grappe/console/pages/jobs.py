@@ -32,9 +32,9 @@ def _filters(state: str, project: str, mine: bool) -> dict[str, Any]:
     return {"state": state, "project": project, "mine": mine}
 
 
-def _list(ctx: Ctx, state: str, project: str, mine: bool) -> list[dict[str, Any]]:
+def _list(ctx: Ctx, state: str, project: str, mine: bool, limit: int = 200) -> list[dict[str, Any]]:
     return jobs.list_jobs(
-        ctx.factory, ctx.principal, [state] if state else None, project or None, mine, 200
+        ctx.factory, ctx.principal, [state] if state else None, project or None, mine, limit
     )
 
 
@@ -67,9 +67,15 @@ def job_list(
 
 
 @router.get("/jobs/rows")
-def job_rows(ctx: MemberDep, state: str = "", project: str = "", mine: bool = False) -> Response:
-    """The list's rows alone, for the page to refresh itself."""
-    return ctx.render("_job_rows.html", jobs=_list(ctx, state, project, mine))
+def job_rows(
+    ctx: MemberDep,
+    state: str = "",
+    project: str = "",
+    mine: bool = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 200,
+) -> Response:
+    """The list's rows alone, for a page to refresh itself."""
+    return ctx.render("_job_rows.html", jobs=_list(ctx, state, project, mine, limit))
 
 
 @router.get("/jobs/new")

@@ -15,6 +15,7 @@ from grappe.services import jobs, projects
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 WAITING = ["PENDING", "SUBMITTED"]
+MY_JOBS = 10
 
 
 def federation(ctx: Ctx) -> list[dict[str, Any]]:
@@ -61,10 +62,17 @@ def overview(ctx: MemberDep) -> Response:
         "overview.html",
         sites=federation(ctx),
         queue=queue(ctx),
-        my_jobs=jobs.list_jobs(ctx.factory, me, mine=True, limit=10),
+        my_jobs=jobs.list_jobs(ctx.factory, me, mine=True, limit=MY_JOBS),
+        my_limit=MY_JOBS,
         projects=mine,
         charts=allocation_charts(ctx, mine),
     )
+
+
+@router.get("/overview/sites")
+def site_cards(ctx: MemberDep) -> Response:
+    """The sites' cards alone, for the page to refresh itself."""
+    return ctx.render("_sites.html", sites=federation(ctx))
 
 
 @router.get("/overview/queue")

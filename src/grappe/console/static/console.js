@@ -2,7 +2,7 @@
 // starts only if its element is on the page, and every page works without it.
 "use strict";
 
-// Parts of a page that refresh themselves: <tbody data-refresh="/url">.
+// Parts of a page that refresh themselves: <tbody data-refresh="/url" data-every="ms">.
 function refreshEvery(el, ms) {
   setInterval(async () => {
     if (document.hidden) return;
@@ -138,7 +138,8 @@ document.addEventListener("click", (ev) => {
 });
 
 document.addEventListener("DOMContentLoaded", () => {
-  document.querySelectorAll("[data-refresh]").forEach((el) => refreshEvery(el, 3000));
+  document.querySelectorAll("[data-refresh]").forEach(
+    (el) => refreshEvery(el, Number(el.dataset.every || 3000)));
   const logs = document.querySelector("#logs[data-events]");
   if (logs) followJob(logs);
   document.querySelectorAll(".editor[data-check]").forEach(checkAsTyped);
