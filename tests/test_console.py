@@ -227,6 +227,24 @@ def test_job_page_and_its_event_stream_show_output_and_the_end(sqlite_world: Wor
     assert "data-events" not in page  # an ended job's page follows nothing
 
 
+def test_cancel_from_the_job_page_and_sign_out(sqlite_world: World) -> None:
+    admin = sign_in(sqlite_world, sqlite_world.admin_token)
+    job_id = submit(admin, HELLO.replace("echo hello-from-console", "sleep 60"))
+    sqlite_world.run_until(job_id, {"RUNNING"})
+    page = admin.get(f"/jobs/{job_id}").text
+    assert 'id="cancel-form"' in page and "data-events" in page
+    resp = admin.post(
+        f"/jobs/{job_id}/cancel", data={"csrf": form_token(page)}, follow_redirects=False
+    )
+    assert resp.status_code == 303
+    job = sqlite_world.run_until(job_id, {"CANCELLED"})
+    assert job["reason"].startswith("cancelled by admin")
+    assert "cancelled by admin" in admin.get(f"/jobs/{job_id}").text
+    out = admin.post("/signout", data={"csrf": form_token(page)}, follow_redirects=False)
+    assert out.status_code == 303 and 'grappe_session=""' in out.headers["set-cookie"]
+    assert admin.get("/", follow_redirects=False).headers["location"] == "/signin?next=/"
+
+
 def test_plan_against_the_reference_federation_explains_rejections(sqlite_world: World) -> None:
     admin = sign_in(sqlite_world, sqlite_world.admin_token)
     page = admin.get("/plan")
