@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from grappe.console import charts, i18n, specs
 from grappe.services import projects
 from grappe.services.auth import authenticate
-from tests.conftest import World, local_site, open_world
+from tests.conftest import World, free_port, local_site, open_world
 
 HELLO = "name: hello\nproject: demo\nrun: echo hello-from-console\nmax_runtime: 1m\n"
 
@@ -332,8 +332,12 @@ def test_templates_and_static_files_ship_with_the_package() -> None:
 
 
 def test_a_site_that_does_not_answer_is_shown_as_such(tmp_path: Path) -> None:
-    slurm = {**local_site("hpc"), "backend": {"kind": "slurm", "access": "local"}}
-    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", [local_site(), slurm])
+    # A Ray cluster whose head is not there: nothing listens on that port.
+    ray = {
+        **local_site("hpc"),
+        "backend": {"kind": "ray", "address": f"http://127.0.0.1:{free_port()}"},
+    }
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", [local_site(), ray])
     try:
         page = sign_in(world, world.admin_token).get("/").text
         assert 'data-site="hpc"' in page and "not answering" in page
