@@ -98,7 +98,9 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_refuses_bad_tokens(
     assert good.headers["location"] == "/jobs"
     cookie = good.headers["set-cookie"]
     assert "grappe_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
-    assert "Signed in as admin (admin)" in client.get("/").text
+    home = client.get("/")
+    assert "Signed in as admin (admin)" in home.text
+    assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
     # An outside address in ``next`` never becomes a redirect.
     again = client.get("/signin?next=//evil.example", follow_redirects=False)
     assert again.headers["location"] == "/"

@@ -87,8 +87,21 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
     )
     context.set_default_timeout(20_000)
     tab = context.new_page()
+    # Script errors and refusals by the page's Content-Security-Policy are bugs; a 4xx
+    # answer the test asks for (a bad token, a member on an operator page) is not.
+    problems: list[str] = []
+    tab.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    tab.on(
+        "console",
+        lambda msg: (
+            problems.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     yield tab
     context.close()
+    assert problems == [], problems
 
 
 def shot(page: Any, name: str) -> None:

@@ -30,6 +30,13 @@ from grappe.services.auth import Principal, authenticate
 from grappe.services.errors import Forbidden, ServiceError, Unauthorized
 
 SESSION_COOKIE = "grappe_session"
+# Only this console's own files run or style its pages, and no other site may frame them.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 TEMPLATES = Environment(
     loader=PackageLoader("grappe.console", "templates"),
@@ -101,7 +108,7 @@ class Ctx:
             version=__version__,
             **values,
         )
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 
 def full_path(request: Request) -> str:
