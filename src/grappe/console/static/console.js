@@ -24,8 +24,10 @@ function followJob(logs) {
     url.searchParams.set("offset", offset);
     url.searchParams.set("attempt", attempt);
     const source = new EventSource(url);
+    const notice = document.getElementById("stream-problem");
     source.addEventListener("log", (ev) => {
       const data = JSON.parse(ev.data);
+      notice.hidden = true;
       if (first) { logs.textContent = ""; first = false; }
       const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
       logs.textContent += data.text;
@@ -33,7 +35,13 @@ function followJob(logs) {
       if (data.attempt !== undefined) attempt = data.attempt;
       if (atBottom) logs.scrollTop = logs.scrollHeight;
     });
+    source.addEventListener("problem", (ev) => {
+      // The job's site is not answering: say so, and keep following.
+      notice.textContent = JSON.parse(ev.data).message;
+      notice.hidden = false;
+    });
     source.addEventListener("status", (ev) => {
+      notice.hidden = true;
       const data = JSON.parse(ev.data);
       const panel = document.getElementById("job-status");
       if (panel) panel.innerHTML = data.html;
