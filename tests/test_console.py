@@ -205,9 +205,13 @@ def test_the_simple_form_submits_the_same_spec(sqlite_world: World) -> None:
         "memory": "300M",
         "max_runtime": "5m",
         "run": "echo from the form\r\n",
+        "request_id": "f00d",
     }
     resp = admin.post("/jobs/new", data=form, follow_redirects=False)
     assert resp.status_code == 303
+    # A second click (same form, same request id) lands on the same job, not a new one.
+    again = admin.post("/jobs/new", data=form, follow_redirects=False)
+    assert again.headers["location"] == resp.headers["location"]
     job = sqlite_world.client().get(f"/api/v1{resp.headers['location']}").json()
     assert job["name"] == "from-form" and job["resources"] == "2 CPUs, 300M"
     assert job["spec"]["run"] == "echo from the form\n" and job["spec"]["max_runtime"] == "5m"
