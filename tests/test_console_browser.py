@@ -160,6 +160,7 @@ def test_sign_in_submit_and_watch_a_job_finish(page: Any, server: Server) -> Non
     page.goto("/jobs")
     assert page.locator("#job-rows tr[data-job]").count() >= 1
     assert "succeeded" in page.inner_text("#job-rows")
+    shot(page, "jobs")
     page.goto("/")
     shot(page, "overview")
 
