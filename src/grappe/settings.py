@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 100 * 1024 * 1024
     # A site silent this long gives up the jobs it has not started, to be placed elsewhere.
     site_down_requeue_s: float = Field(default=300.0, ge=0)
+    # Where dataset files live: any fsspec URL (s3://bucket/grappe, file:///srv/data...);
+    # by default a directory under GRAPPE_HOME.
+    data_url: str | None = None
+    max_dataset_file_bytes: int = Field(default=1024**3, gt=0)
+    # Seed the catalog with the small open datasets that installed packages ship (first start).
+    seed_datasets: bool = True
 
     @property
     def store_url(self) -> str:
@@ -44,6 +50,10 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.home / "uploads"
+
+    @property
+    def data_storage_url(self) -> str:
+        return self.data_url or (self.home / "datasets").as_uri()
 
     def site_root(self, site: str) -> Path:
         return self.home / "sites" / site

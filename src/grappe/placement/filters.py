@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from grappe.domain.datasets import site_refusal
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import format_memory
 from grappe.domain.sites import Pool, Site, SiteSnapshot
@@ -61,6 +62,15 @@ def member_account(job: JobRequest, snap: SiteSnapshot) -> str | None:
     return None
 
 
+def data_rules(job: JobRequest, snap: SiteSnapshot) -> str | None:
+    """Inputs may go only where their sensitivity allows (HDS for health, the publisher's list)."""
+    site = snap.site
+    return next(
+        (why for n in job.inputs if (why := site_refusal(n, site.name, site.certifications))),
+        None,
+    )
+
+
 def gpu_model(job: JobRequest, site: Site, pool: Pool) -> str | None:
     r = job.resources
     if r.gpus == 0:
@@ -116,5 +126,6 @@ SITE_FILTERS: tuple[SiteFilter, ...] = (
     allowed_sites,
     jurisdiction,
     certifications,
+    data_rules,
 )
 POOL_FILTERS: tuple[PoolFilter, ...] = (gpu_model, size, price)
