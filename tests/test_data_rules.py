@@ -15,6 +15,10 @@ from grappe.domain.datasets import (
     site_refusal,
     staging_seconds,
 )
+from grappe.domain.jobs import JobRequest
+from grappe.domain.resources import Resources
+from grappe.domain.sites import Pool, Site, SiteSnapshot
+from grappe.placement.filters import data_rules
 from grappe.spec.errors import SpecError
 from grappe.spec.factory import load_factory
 from tests.conftest import local_site, write_factory
@@ -89,3 +93,15 @@ def test_factory_bandwidth_default_and_errors(tmp_path: Path) -> None:
         load_factory(write_factory(tmp_path / "g.yaml", [local_site("a", bandwidth="quick")]))
     (problem,) = err.value.problems
     assert problem.field == "sites.0.bandwidth" and "10Gbit/s" in problem.message
+
+
+def test_sites_whose_engine_cannot_stage_are_rejected_for_jobs_with_inputs() -> None:
+    def snap(backend: str) -> SiteSnapshot:
+        pool = Pool("p", 1, 4, 1 << 30)
+        return SiteSnapshot(Site("s", "", "FR", "EU", (), 50, backend, (pool,)), ())
+
+    job = JobRequest("1", "demo", Resources(cpus=1), 60, inputs=(need("open"),))
+    assert data_rules(job, snap("local")) is None
+    refused = data_rules(job, snap("ray"))
+    assert refused and "cannot stage" in refused
+    assert data_rules(JobRequest("2", "demo", Resources(cpus=1), 60), snap("ray")) is None

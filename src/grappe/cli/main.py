@@ -238,6 +238,8 @@ def _print_plan(result: dict[str, Any]) -> None:
                 c["pool"],
                 c["gpu_model"] or "-",
                 "now" if c["can_start_now"] else format_duration(c["wait_s"]),
+                # Data gravity: the time to bring the job's datasets there (zero where they live).
+                format_duration(c["staging_s"]) if c.get("staging_s") else "-",
                 format_duration(c["runtime_s"]),
                 f"{c['cost_eur']:.2f}",
                 f"{c['kg_co2'] * 1000:.1f}",
@@ -247,7 +249,19 @@ def _print_plan(result: dict[str, Any]) -> None:
         )
     table(
         f"Candidates (objective: {result['objective']}; lower score is better)",
-        ["#", "SITE", "POOL", "GPU", "START", "RUNTIME", "EUR", "G CO2", "SCORE", "BREAKDOWN"],
+        [
+            "#",
+            "SITE",
+            "POOL",
+            "GPU",
+            "START",
+            "STAGING",
+            "RUNTIME",
+            "EUR",
+            "G CO2",
+            "SCORE",
+            "BREAKDOWN",
+        ],
         rows,
     )
     if result["rejected"]:

@@ -18,6 +18,8 @@ FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # A site's transfer rate when factory.yaml does not say: 1 Gbit/s, a common campus uplink.
 DEFAULT_BANDWIDTH_BYTES_S = 125_000_000.0
 HEALTH_CERTIFICATION = "HDS"
+# Engines whose backend stages inputs into the job's directory; others cannot run such jobs.
+STAGING_ENGINES = ("local", "slurm")
 
 
 class Sensitivity(enum.StrEnum):
