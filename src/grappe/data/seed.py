@@ -14,12 +14,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
+
 from grappe.data import catalog
 from grappe.data.spec import DatasetSpec
 from grappe.data.storage import iter_chunks
 from grappe.domain.projects import Role
 from grappe.runtime import Factory
 from grappe.services.auth import Principal
+from grappe.services.errors import Conflict
 from grappe.store import data_repo as dr
 
 log = logging.getLogger("grappe.data")
@@ -98,27 +101,30 @@ def seed_catalog(factory: Factory) -> list[str]:
     added = []
     for seed in SEEDS:
         with factory.store.session() as s:
-            if dr.dataset(s, seed.id) is not None:
-                continue
-        path = root / "_data" / seed.file
+            exists = dr.dataset(s, seed.id) is not None
+            filled = exists and dr.version(s, seed.id, None) is not None
+        if filled:
+            continue
         entry = info.get(seed.key) or {}
         refs = "; ".join(entry.get("references") or [])
-        catalog.add_dataset(
-            factory,
-            SYSTEM,
-            DatasetSpec(
-                id=seed.id,
-                title=seed.title,
-                description=str(entry.get("description") or ""),
-                publisher=seed.publisher,
-                licence=seed.licence,
-                source=f"{PACKAGE} package, file {seed.file}" + (f"; {refs}" if refs else ""),
-                residency=local,
-            ),
+        spec = DatasetSpec(
+            id=seed.id,
+            title=seed.title,
+            description=str(entry.get("description") or ""),
+            publisher=seed.publisher,
+            licence=seed.licence,
+            source=f"{PACKAGE} package, file {seed.file}" + (f"; {refs}" if refs else ""),
+            residency=local,
         )
-        with open(path, "rb") as f:
-            catalog.upload_file(
-                factory, SYSTEM, seed.id, 1, seed.file, iter_chunks(f), f"from {PACKAGE}"
-            )
+        # Another replica starting at the same moment may seed the same dataset: let it.
+        try:
+            if not exists:
+                catalog.add_dataset(factory, SYSTEM, spec)
+            with open(root / "_data" / seed.file, "rb") as f:
+                catalog.upload_file(
+                    factory, SYSTEM, seed.id, 1, seed.file, iter_chunks(f), f"from {PACKAGE}"
+                )
+        except (Conflict, IntegrityError):
+            continue
         added.append(seed.id)
     return added
