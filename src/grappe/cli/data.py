@@ -95,7 +95,13 @@ def _show_versions(versions: list[dict[str, Any]], as_json: bool) -> None:
         print_json(versions)
         return
     rows = [
-        [v["version"], f["name"], _size(f["size"]), f["sha256"], v["created_at"][:19]]
+        [
+            v["version"],
+            f["name"],
+            _size(f["size"]),
+            f["sha256"],
+            v["created_at"][:19].replace("T", " "),
+        ]
         for v in versions
         for f in v["files"]
     ]
