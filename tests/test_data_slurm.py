@@ -7,6 +7,9 @@ SSH, as the member's own account, HDS).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import World, local_site, open_world
-from tests.test_data_story import COHORT, COHORT_SHA, READER, add_health, job, request_and_grant
+from tests.test_data_story import (
+    COHORT,
+    COHORT_SHA,
+    HEALTH,
+    READER,
+    add_health,
+    job,
+    request_and_grant,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +105,53 @@ def test_a_damaged_copy_fails_the_slurm_job_before_sbatch(sworld: World, slurm: 
     assert "health/cohort version 1, file cohort.csv" in done["reason"]
     assert f"the catalog says {len(COHORT)}" in done["reason"]
     assert slurm.command("squeue", "-h", "-o", "%i").stdout.split() == before
+
+
+@pytest.mark.parametrize("site", ["hpc", "hpc-login"])
+def test_the_sites_own_copy_is_checked_there_and_read_in_place(
+    tmp_path: Path, slurm: Any, sshd: Any, site: str, request: pytest.FixtureRequest
+) -> None:
+    # Outside pytest's own temporary tree, which other accounts may not enter.
+    copies = Path(tempfile.mkdtemp(prefix="grappe-copies-"))
+    request.addfinalizer(lambda: shutil.rmtree(copies, ignore_errors=True))
+    (copies / "health" / "cohort" / "1").mkdir(parents=True)
+    (copies / "health" / "cohort" / "1" / "cohort.csv").write_bytes(COHORT)
+    for d in [copies, *copies.rglob("*")]:
+        os.chmod(d, 0o755 if d.is_dir() else 0o644)
+    login = slurm.site(
+        "hpc-login",
+        datasets_path=str(copies),
+        backend={
+            "access": "ssh",
+            "host": sshd.host,
+            "port": sshd.port,
+            "known_hosts": str(sshd.known_hosts),
+        },
+    )
+    sites = [slurm.site("hpc", datasets_path=str(copies)), login]
+    w = open_world(tmp_path / "w", f"sqlite:///{tmp_path / 'g.db'}", sites)
+    try:
+        add_health(w, {**HEALTH, "residency": ["hpc", "hpc-login"]})
+        user, key = sshd.user("grappe-t-erin")
+        erin = w.user("erin")
+        request_and_grant(w, erin)
+        me = w.client(erin)
+        me.post(
+            "/api/v1/site-accounts",
+            json={"site": "hpc-login", "user": user, "private_key": key.read_text()},
+        )
+        run = READER + '; readlink "$GRAPPE_INPUTS_DIR/health/cohort"'
+        spec = {**job(["health/cohort"], run), "constraints": {"sites": {"allow": [site]}}}
+        plan = me.post("/api/v1/jobs/plan", json=spec).json()
+        assert plan["candidates"][0]["staging_s"] == 0
+        done = w.run_until(me.post("/api/v1/jobs", json=spec).json()["id"], TERMINAL, 120)
+        assert done["state"] == "SUCCEEDED", done["reason"]
+        out = me.get(f"/api/v1/jobs/{done['id']}/logs").text
+        assert COHORT_SHA in out and out.strip().endswith(str(copies / "health" / "cohort" / "1"))
+
+        (copies / "health" / "cohort" / "1" / "cohort.csv").write_bytes(COHORT.upper())
+        failed = w.run_until(me.post("/api/v1/jobs", json=spec).json()["id"], TERMINAL, 60)
+        assert failed["state"] == "FAILED"
+        assert "the site's copy in" in failed["reason"] and "checksum mismatch" in failed["reason"]
+    finally:
+        w.factory.close()

@@ -236,3 +236,26 @@ def test_restricted_data_goes_only_to_listed_sites_and_plan_shows_staging(
         assert "restricted to the sites its publisher lists (near, far)" in rejected["other"]
     finally:
         w.factory.close()
+
+
+def test_a_site_holding_a_copy_is_read_in_place_and_checked(tmp_path: Path, store_url: str) -> None:
+    copies = tmp_path / "site-copies"
+    w = open_world(tmp_path, store_url, sites=[local_site("near", datasets_path=str(copies))])
+    try:
+        add_health(w, {**HEALTH, "sensitivity": "open", "residency": ["near"]})
+        (copies / "health" / "cohort" / "1").mkdir(parents=True)
+        (copies / "health" / "cohort" / "1" / "cohort.csv").write_bytes(COHORT)
+        run = READER + '; readlink "$GRAPPE_INPUTS_DIR/health/cohort"'
+        first = w.client().post("/api/v1/jobs", json=job(["health/cohort"], run)).json()["id"]
+        done = w.run_until(first, {"SUCCEEDED", "FAILED"})
+        assert done["state"] == "SUCCEEDED", done["reason"]
+        out = w.client().get(f"/api/v1/jobs/{first}/logs").text
+        assert COHORT_SHA in out and out.strip().endswith(str(copies / "health" / "cohort" / "1"))
+
+        (copies / "health" / "cohort" / "1" / "cohort.csv").write_bytes(COHORT.upper())
+        second = w.client().post("/api/v1/jobs", json=job(["health/cohort"], run)).json()["id"]
+        failed = w.run_until(second, {"SUCCEEDED", "FAILED"})
+        assert failed["state"] == "FAILED"
+        assert "the site's copy in" in failed["reason"] and "checksum mismatch" in failed["reason"]
+    finally:
+        w.factory.close()

@@ -21,7 +21,13 @@ from typing import Any
 from grappe.backends import slurm_text as st
 from grappe.backends.base import Launch, SiteUnavailable, SubmitRejected
 from grappe.backends.shell import Shell
-from grappe.backends.staging import StagingFailed, input_env, read_verified, stage_local
+from grappe.backends.staging import (
+    StagingFailed,
+    check_listing,
+    input_env,
+    read_verified,
+    stage_local,
+)
 from grappe.domain.datasets import DataInput
 
 INPUTS_DIR = "inputs"  # the attempt's staged datasets (GRAPPE_INPUTS_DIR)
@@ -113,6 +119,26 @@ def stage(shell: Shell, local: bool, inputs: tuple[DataInput, ...], inputs_dir: 
         return
     for item in inputs:
         target = f"{inputs_dir}/{item.dataset}"
+        if item.site_copy:
+            # The site holds this version: check it there and point the job at it.
+            paths = [f"{item.site_copy}/{f.name}" for f in item.files]
+            summed = shell.run(["sha256sum", "--", *paths], timeout=600)
+            check_listing(item, summed.stdout, summed.stderr)
+            parent = target.rsplit("/", 1)[0]
+            linked = shell.run(
+                [
+                    "sh",
+                    "-c",
+                    'mkdir -p -m 700 "$1" && ln -s "$2" "$3"',
+                    "sh",
+                    parent,
+                    item.site_copy,
+                    target,
+                ]
+            )
+            if not linked.ok:
+                raise OSError(f"link {target}: {linked.message()}")
+            continue
         made = shell.run(["mkdir", "-p", "-m", "700", target])
         if not made.ok:
             raise OSError(f"mkdir {target}: {made.message()}")

@@ -35,20 +35,24 @@ def input_env(inputs: tuple[DataInput, ...], inputs_dir: str) -> dict[str, str]:
 
 def _mismatch(item: DataInput, f: DataFile, size: int, sha: str) -> str | None:
     where = f"input {item.dataset} version {item.version}, file {f.name}"
+    if item.site_copy:
+        where += f" (the site's copy in {item.site_copy})"
     if size != f.size:
-        return f"{where}: {size} bytes read, the catalog says {f.size}; the stored copy is damaged"
+        return f"{where}: {size} bytes read, the catalog says {f.size}; the copy is damaged"
     if sha != f.sha256:
         return (
             f"{where}: checksum mismatch (SHA-256 {sha}, the catalog says {f.sha256}); "
-            "the stored copy is damaged: an operator must upload this version again"
+            "the copy is damaged: an operator must upload or copy this version again"
         )
     return None
 
 
-def _copy(item: DataInput, f: DataFile, write: Callable[[bytes], None]) -> None:
+def _copy(
+    item: DataInput, f: DataFile, write: Callable[[bytes], None], source: str | None = None
+) -> None:
     digest, size = hashlib.sha256(), 0
     try:
-        with fsspec.open(f.url, "rb") as src:
+        with fsspec.open(source or f.url, "rb") as src:
             while chunk := src.read(CHUNK):
                 size += len(chunk)
                 digest.update(chunk)
@@ -66,6 +70,13 @@ def stage_local(inputs: tuple[DataInput, ...], inputs_dir: str) -> dict[str, str
     """Copy every input under ``inputs_dir`` on this machine; returns the job's variables."""
     for item in inputs:
         target = os.path.join(inputs_dir, *item.dataset.split("/"))
+        if item.site_copy:
+            # The site holds this version: check it in place and point the job at it.
+            for f in item.files:
+                _copy(item, f, lambda _: None, os.path.join(item.site_copy, f.name))
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            os.symlink(item.site_copy, target)
+            continue
         os.makedirs(target, mode=0o700, exist_ok=True)
         for f in item.files:
             path = os.path.join(target, f.name)
@@ -73,6 +84,27 @@ def stage_local(inputs: tuple[DataInput, ...], inputs_dir: str) -> dict[str, str
                 _copy(item, f, out.write)
             os.chmod(path, 0o400)  # inputs are read, never changed
     return input_env(inputs, inputs_dir)
+
+
+def check_listing(item: DataInput, listing: str, errors: str = "") -> None:
+    """Check ``sha256sum``'s output for a site's copy against the catalog (``StagingFailed``)."""
+    found = {}
+    for line in listing.splitlines():
+        sha, _, path = line.partition("  ")
+        found[path.rsplit("/", 1)[-1]] = sha
+    for f in item.files:
+        sha = found.get(f.name)
+        if sha is None:
+            raise StagingFailed(
+                f"input {item.dataset} version {item.version}, file {f.name}: cannot read the "
+                f"site's copy in {item.site_copy} ({errors.strip()[-500:] or 'not listed'})"
+            )
+        if sha != f.sha256:
+            raise StagingFailed(
+                f"input {item.dataset} version {item.version}, file {f.name} (the site's copy in "
+                f"{item.site_copy}): checksum mismatch (SHA-256 {sha}, the catalog says "
+                f"{f.sha256}); copy this version to the site again"
+            )
 
 
 def read_verified(item: DataInput, f: DataFile) -> bytes:

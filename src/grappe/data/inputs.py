@@ -132,6 +132,13 @@ def launch_inputs(factory: Factory, row: JobRow, owner: str) -> tuple[DataInput,
                 DataFile(f.name, f.size, f.sha256, store.file_url(dataset, v.version, f.name))
                 for f in dr.files(s, [v.id])[v.id]
             )
-            found.append(DataInput(dataset, v.version, files))
+            row_ds = dr.dataset(s, dataset)
+            site = factory.sites.get(row.site or "")
+            local = (
+                f"{site.datasets_path}/{dataset}/{v.version}"
+                if site and site.datasets_path and row_ds and site.name in (row_ds.residency or ())
+                else None
+            )
+            found.append(DataInput(dataset, v.version, files, local))
             repo.audit(s, owner, "data.read", dataset, version=v.version, job=row.id, site=row.site)
     return tuple(found)

@@ -148,6 +148,8 @@ class DataInput:
     dataset: str
     version: int
     files: tuple[DataFile, ...]
+    # The site's own copy of this version, read in place (verified) instead of copied.
+    site_copy: str | None = None
 
     @property
     def env_name(self) -> str:

@@ -67,6 +67,8 @@ class Site:
     requires_member_account: bool = False
     # How fast datasets reach the site (bytes per second), for the staging-time estimate.
     bandwidth_bytes_s: float = DEFAULT_BANDWIDTH_BYTES_S
+    # Where the site keeps its copies of datasets (<path>/<sector>/<name>/<version>/<file>).
+    datasets_path: str | None = None
 
     def pool(self, name: str) -> Pool | None:
         return next((p for p in self.pools if p.name == name), None)

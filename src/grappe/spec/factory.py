@@ -136,6 +136,10 @@ class SiteSpec(BaseModel):
     bandwidth: str | float | None = Field(
         default=None, description="how fast datasets reach the site, e.g. 10Gbit/s (1Gbit/s)"
     )
+    datasets_path: str | None = Field(
+        default=None,
+        description="an absolute directory on the site holding copies of datasets, read in place",
+    )
 
     @field_validator("name")
     @classmethod
@@ -157,6 +161,13 @@ class SiteSpec(BaseModel):
         if value is not None:
             parse_bandwidth(value)
         return value
+
+    @field_validator("datasets_path")
+    @classmethod
+    def _datasets_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"datasets_path {value!r} must be an absolute path on the site")
+        return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
     def _unique_pools(self) -> SiteSpec:
@@ -183,6 +194,7 @@ class SiteSpec(BaseModel):
                 if self.bandwidth is None
                 else parse_bandwidth(self.bandwidth)
             ),
+            datasets_path=self.datasets_path,
             requires_member_account=(
                 self.backend.kind == "slurm"
                 and self.backend.settings().get("access") == "ssh"
