@@ -107,6 +107,8 @@ def test_request_grant_download_and_job_through_the_cli(up: Server, tmp_path: Pa
         'cat "$GRAPPE_INPUT_ENERGY_METERS/readings.csv"',
         inputs=["energy/meters"],
     )
+    planned = up.cli_ok("plan", str(spec), token=member).stdout
+    assert "STAGING" in planned and "best: local/default" in planned
     ran = up.cli_ok("run", str(spec), "--wait", token=member)
     job_id = ran.stderr.split("Submitted job ")[1].split()[0]
     assert ROWS.decode() in up.cli_ok("logs", job_id, token=member).stdout
