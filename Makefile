@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # The factory with every engine it drives: PostgreSQL, SSH login nodes, Ray clusters.
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[postgres,ssh,ray]'
+	$(BIN)/pip install --quiet -e '.[postgres,ssh,ray,data]'
 
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -10,6 +10,7 @@ import uvicorn
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from grappe.api.app import create_app
+from grappe.data.seed import seed_catalog
 from grappe.runtime import Factory
 from grappe.scheduler.loop import Scheduler
 from grappe.scheduler.policies import policy
@@ -41,6 +42,8 @@ def serve(settings: Settings, say: Callable[[str], None] = print) -> None:
     first = bootstrap(
         factory.store, settings.admin_token_path, settings.demo_gpu_hours, settings.demo_cpu_hours
     )
+    if settings.seed_datasets:
+        seed_catalog(factory)
     # Stable across restarts of this replica, distinct between replicas (they need distinct ports).
     holder = f"{socket.gethostname()}:{settings.port}"
     scheduler = Scheduler(factory, chosen, holder=holder)

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     # Federation files (*.yaml) the console's Plan page offers besides the live sites;
     # without it, a source checkout's examples/federations.
     console_federations: Path | None = None
+    # Where dataset files live: any fsspec URL (s3://bucket/grappe, file:///srv/data...);
+    # by default a directory under GRAPPE_HOME.
+    data_url: str | None = None
+    max_dataset_file_bytes: int = Field(default=1024**3, gt=0)
+    # Seed the catalog with the small open datasets that installed packages ship (first start).
+    seed_datasets: bool = True
 
     @property
     def store_url(self) -> str:
@@ -47,6 +53,10 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.home / "uploads"
+
+    @property
+    def data_storage_url(self) -> str:
+        return self.data_url or (self.home / "datasets").as_uri()
 
     def site_root(self, site: str) -> Path:
         return self.home / "sites" / site

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grappe import __version__, console
-from grappe.api import jobs, projects, sites
+from grappe.api import data, jobs, projects, sites
 from grappe.runtime import Factory
 from grappe.scheduler.loop import Scheduler
 from grappe.services.errors import ServiceError
@@ -54,6 +54,8 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
         limit = (
             factory.settings.max_upload_bytes
             if request.url.path.endswith("/uploads")
+            else factory.settings.max_dataset_file_bytes
+            if request.url.path.startswith("/api/v1/datasets/") and request.method == "PUT"
             else MAX_BODY_BYTES
         )
         length = request.headers.get("content-length")
@@ -93,6 +95,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(projects.router, prefix="/api/v1")
     console.install(app)  # the web console at /, over the same services
+    app.include_router(data.router, prefix="/api/v1")
     return app
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from grappe.domain.datasets import DataInput
 from grappe.domain.jobs import JobState
 from grappe.domain.resources import Resources
 from grappe.domain.sites import Pool, Site, SiteSnapshot
@@ -62,6 +63,8 @@ class Launch:
     # The member's own account on the site, when they registered one; otherwise the
     # backend uses the site's service account if the operator allows it.
     account: SiteAccount | None = None
+    # Dataset versions staged into the job's directory, checksums verified, before it starts.
+    inputs: tuple[DataInput, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from grappe.backends.base import (
     SubmitRejected,
     single_node_pool,
 )
+from grappe.backends.staging import StagingFailed, stage_local
 from grappe.domain.jobs import JobState
 from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
 
@@ -40,6 +41,7 @@ SUBMIT_GRACE_S = 30.0  # how long an attempt may wait for its runner to report i
 CANCEL_WAIT_S = 10.0  # how long cancel waits for the runner to stop the job
 VANISHED = "the local runner vanished without an exit status"
 UNKNOWN = "unknown to the local site"
+INPUTS_DIR = "inputs"  # the attempt's staged datasets (GRAPPE_INPUTS_DIR)
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # The directory holding the grappe package, so the runner imports this very copy.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
@@ -301,6 +303,11 @@ class LocalBackend:
             site=self.site.name,
             submitted_at=_now().isoformat(),
         )
+        try:
+            # Datasets first: a damaged input fails the job before anything of it runs.
+            data["env"].update(stage_local(launch.inputs, str(attempt_dir / INPUTS_DIR)))
+        except StagingFailed as exc:
+            raise SubmitRejected(str(exc)) from exc
         lr.write_json_atomic(attempt_dir / lr.LAUNCH_FILE, data)
         (attempt_dir / lr.SCRIPT_FILE).write_text(
             lr.job_script(launch.job_id, launch.attempt, launch.setup, launch.run)

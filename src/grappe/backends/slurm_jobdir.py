@@ -14,12 +14,23 @@ import os
 import re
 import tarfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from grappe.backends import slurm_text as st
 from grappe.backends.base import Launch, SiteUnavailable, SubmitRejected
 from grappe.backends.shell import Shell
+from grappe.backends.staging import (
+    StagingFailed,
+    check_listing,
+    input_env,
+    read_verified,
+    stage_local,
+)
+from grappe.domain.datasets import DataInput
+
+INPUTS_DIR = "inputs"  # the attempt's staged datasets (GRAPPE_INPUTS_DIR)
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -58,6 +69,8 @@ def prepare(
     ``SubmitRejected`` for a job that cannot be written (bad env names, unsafe archive);
     ``SiteUnavailable`` when the site's files cannot be reached.
     """
+    inputs_dir = f"{attempt_dir}/{INPUTS_DIR}"
+    launch = replace(launch, env={**launch.env, **input_env(launch.inputs, inputs_dir)})
     r = launch.resources
     per_node = r.per_node()
     script = st.job_script(
@@ -89,8 +102,48 @@ def prepare(
         shell.put(script.encode(), f"{attempt_dir}/{st.SCRIPT_FILE}", 0o700)
         if launch.workdir_archive is not None:
             unpack(shell, local, Path(launch.workdir_archive), attempt_dir)
+        stage(shell, local, launch.inputs, inputs_dir)
+    except StagingFailed as exc:
+        raise SubmitRejected(str(exc)) from exc
     except OSError as exc:
         raise SiteUnavailable(f"site {site}: cannot prepare {attempt_dir}: {exc}") from exc
+
+
+def stage(shell: Shell, local: bool, inputs: tuple[DataInput, ...], inputs_dir: str) -> None:
+    """Copy the job's datasets into ``inputs_dir`` on the site (the login node's side),
+    each file's SHA-256 checked against the catalog before it is written there."""
+    if not inputs:
+        return
+    if local:
+        stage_local(inputs, inputs_dir)
+        return
+    for item in inputs:
+        target = f"{inputs_dir}/{item.dataset}"
+        if item.site_copy:
+            # The site holds this version: check it there and point the job at it.
+            paths = [f"{item.site_copy}/{f.name}" for f in item.files]
+            summed = shell.run(["sha256sum", "--", *paths], timeout=600)
+            check_listing(item, summed.stdout, summed.stderr)
+            parent = target.rsplit("/", 1)[0]
+            linked = shell.run(
+                [
+                    "sh",
+                    "-c",
+                    'mkdir -p -m 700 "$1" && ln -s "$2" "$3"',
+                    "sh",
+                    parent,
+                    item.site_copy,
+                    target,
+                ]
+            )
+            if not linked.ok:
+                raise OSError(f"link {target}: {linked.message()}")
+            continue
+        made = shell.run(["mkdir", "-p", "-m", "700", target])
+        if not made.ok:
+            raise OSError(f"mkdir {target}: {made.message()}")
+        for f in item.files:
+            shell.put(read_verified(item, f), f"{target}/{f.name}", 0o400)
 
 
 def unpack(shell: Shell, local: bool, archive: Path, attempt_dir: str) -> None:

@@ -14,6 +14,7 @@ import typer
 
 from grappe.cli import admin
 from grappe.cli.client import Client, CliError
+from grappe.cli.data import data_app
 from grappe.cli.render import (
     TERMINAL,
     JsonOpt,
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.add_typer(admin.projects_app, name="projects")
 app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.accounts_app, name="accounts")
+app.add_typer(data_app, name="data")
 
 
 def _load_spec(path: Path, project: str | None) -> tuple[JobSpec, dict[str, Any]]:
@@ -236,6 +238,8 @@ def _print_plan(result: dict[str, Any]) -> None:
                 c["pool"],
                 c["gpu_model"] or "-",
                 "now" if c["can_start_now"] else format_duration(c["wait_s"]),
+                # Data gravity: the time to bring the job's datasets there (zero where they live).
+                format_duration(c["staging_s"]) if c.get("staging_s") else "-",
                 format_duration(c["runtime_s"]),
                 f"{c['cost_eur']:.2f}",
                 f"{c['kg_co2'] * 1000:.1f}",
@@ -245,7 +249,19 @@ def _print_plan(result: dict[str, Any]) -> None:
         )
     table(
         f"Candidates (objective: {result['objective']}; lower score is better)",
-        ["#", "SITE", "POOL", "GPU", "START", "RUNTIME", "EUR", "G CO2", "SCORE", "BREAKDOWN"],
+        [
+            "#",
+            "SITE",
+            "POOL",
+            "GPU",
+            "START",
+            "STAGING",
+            "RUNTIME",
+            "EUR",
+            "G CO2",
+            "SCORE",
+            "BREAKDOWN",
+        ],
         rows,
     )
     if result["rejected"]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from grappe.domain.datasets import DEFAULT_BANDWIDTH_BYTES_S
+
 
 @dataclass(frozen=True)
 class GpuModel:
@@ -63,6 +65,10 @@ class Site:
     settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     # Jobs run only as the member's own account there (no shared service account).
     requires_member_account: bool = False
+    # How fast datasets reach the site (bytes per second), for the staging-time estimate.
+    bandwidth_bytes_s: float = DEFAULT_BANDWIDTH_BYTES_S
+    # Where the site keeps its copies of datasets (<path>/<sector>/<name>/<version>/<file>).
+    datasets_path: str | None = None
 
     def pool(self, name: str) -> Pool | None:
         return next((p for p in self.pools if p.name == name), None)

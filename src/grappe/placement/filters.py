@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from grappe.domain.datasets import STAGING_ENGINES, site_refusal
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import format_memory
 from grappe.domain.sites import Pool, Site, SiteSnapshot
@@ -61,6 +62,17 @@ def member_account(job: JobRequest, snap: SiteSnapshot) -> str | None:
     return None
 
 
+def data_rules(job: JobRequest, snap: SiteSnapshot) -> str | None:
+    """Inputs may go only where their sensitivity allows (HDS for health, the publisher's list)."""
+    site = snap.site
+    if job.inputs and site.backend not in STAGING_ENGINES:
+        return f"its engine ({site.backend}) cannot stage the job's datasets yet"
+    return next(
+        (why for n in job.inputs if (why := site_refusal(n, site.name, site.certifications))),
+        None,
+    )
+
+
 def gpu_model(job: JobRequest, site: Site, pool: Pool) -> str | None:
     r = job.resources
     if r.gpus == 0:
@@ -116,5 +128,6 @@ SITE_FILTERS: tuple[SiteFilter, ...] = (
     allowed_sites,
     jurisdiction,
     certifications,
+    data_rules,
 )
 POOL_FILTERS: tuple[PoolFilter, ...] = (gpu_model, size, price)

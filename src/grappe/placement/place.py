@@ -8,6 +8,7 @@ from typing import Any
 
 from grappe.catalog import REFERENCE_GPU
 from grappe.domain.accounting import charge
+from grappe.domain.datasets import staging_seconds
 from grappe.domain.jobs import JobRequest
 from grappe.domain.sites import GpuModel, Pool, PoolCapacity, SiteSnapshot
 from grappe.placement.filters import POOL_FILTERS, SITE_FILTERS
@@ -45,6 +46,8 @@ class Candidate:
     kg_co2: float
     score: float = 0.0
     breakdown: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # Time to bring the job's datasets to the site (zero where copies live), in completion_s.
+    staging_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class Candidate:
             "wait_s": round(self.wait_s, 1),
             "runtime_s": round(self.runtime_s, 1),
             "completion_s": round(self.completion_s, 1),
+            "staging_s": round(self.staging_s, 1),
             "cost_eur": round(self.cost_eur, 4),
             "kg_co2": round(self.kg_co2, 7),
             "score": round(self.score, 4),
@@ -134,6 +138,7 @@ def _estimate(
             # assume one job of this length must end first rather than no wait at all.
             wait = runtime
     cost = charge(r, snap.site, pool, runtime, gpus.get(pool.gpu_model or ""))
+    staging = staging_seconds(job.inputs, snap.site.name, snap.site.bandwidth_bytes_s)
     return Candidate(
         site=snap.site.name,
         pool=pool.name,
@@ -141,9 +146,10 @@ def _estimate(
         can_start_now=now,
         wait_s=wait,
         runtime_s=runtime,
-        completion_s=wait + runtime,
+        completion_s=wait + staging + runtime,
         cost_eur=cost.eur,
         kg_co2=cost.kg_co2,
+        staging_s=staging,
     )
 
 

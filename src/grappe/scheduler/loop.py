@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from grappe.backends import Launch, SiteAccount, SiteUnavailable, Status, SubmitRejected
+from grappe.data.inputs import launch_inputs, needs_by_job
 from grappe.domain.accounting import charge
 from grappe.domain.jobs import JobState
 from grappe.domain.projects import Balance
@@ -191,6 +192,7 @@ def _launch(factory: Factory, row: JobRow) -> Launch:
         )
         if account
         else None,
+        inputs=launch_inputs(factory, row, job.owner),
     )
 
 
@@ -401,6 +403,7 @@ class Scheduler:
                 return
             projects = {p.id: p for p in repo.list_projects(s)}
             accounts = repo.site_accounts_of(s, {r.owner_id for r in rows})
+            data = needs_by_job(s, rows, {p.id: p.name for p in projects.values()})
             balances: dict[int, Balance] = {
                 pid: repo.balance(s, pid, now) for pid in {r.project_id for r in rows}
             }
@@ -411,6 +414,7 @@ class Scheduler:
             request = replace(
                 repo.to_job(r, project.name, "").request,
                 site_accounts=frozenset(accounts.get(r.owner_id, ())),
+                inputs=data.get(r.id, ()),
             )
             queued = QueuedJob(
                 r.id,

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from grappe.backends import SiteUnavailable
+from grappe.data.inputs import pin_inputs, with_needs
 from grappe.domain.jobs import Job, JobState
 from grappe.placement import place
 from grappe.placement.declared import declared_snapshots
@@ -81,12 +82,14 @@ def _request(factory: Factory, actor: Principal, spec: JobSpec, job_id: str, pro
     """The job as placement sees it, with the sites where the caller has an account."""
     with factory.store.session() as s:
         sites = repo.site_accounts_of(s, [actor.user_id]).get(actor.user_id, set())
-    return replace(spec.to_request(job_id, project), site_accounts=frozenset(sites))
+    request = replace(spec.to_request(job_id, project), site_accounts=frozenset(sites))
+    return with_needs(factory, request, spec.inputs)
 
 
 def plan(factory: Factory, actor: Principal, spec: JobSpec) -> dict[str, Any]:
     """Where the job would run now and why, without submitting it."""
-    request = _request(factory, actor, spec, "plan", spec.project or "")
+    only = next(iter(actor.projects)) if len(actor.projects) == 1 else ""
+    request = _request(factory, actor, spec, "plan", spec.project or only)
     return place(request, factory.snapshots(), factory.gpus).as_dict()
 
 
@@ -109,9 +112,8 @@ def submit_job(
     project = resolve_project(actor, spec.project, known)
     upload = _check_workdir(factory, spec)
     if spec.inputs:
-        raise Invalid(
-            "inputs", spec.inputs, "datasets are not served by this factory yet; remove inputs"
-        )
+        # Access is checked now and the versions pinned: a later upload never changes this job.
+        spec = spec.model_copy(update={"inputs": pin_inputs(factory, project, spec.inputs)})
     # Could any declared site ever run it? Asked of the sites as declared, not of their engines:
     # a submission must not wait on every site's scontrol or SSH round trip.
     placement = place(

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grappe.catalog import canonical_gpu_model, gpu_model, gpu_models
+from grappe.domain.datasets import DEFAULT_BANDWIDTH_BYTES_S, parse_bandwidth
 from grappe.domain.resources import parse_memory
 from grappe.domain.sites import Pool, Site
 from grappe.spec.errors import Problem, SpecError, load_yaml, validate
@@ -132,6 +133,13 @@ class SiteSpec(BaseModel):
     pue: float = Field(default=1.2, ge=1.0, le=3.0)
     backend: BackendSpec
     pools: list[PoolSpec] = Field(min_length=1)
+    bandwidth: str | float | None = Field(
+        default=None, description="how fast datasets reach the site, e.g. 10Gbit/s (1Gbit/s)"
+    )
+    datasets_path: str | None = Field(
+        default=None,
+        description="an absolute directory on the site holding copies of datasets, read in place",
+    )
 
     @field_validator("name")
     @classmethod
@@ -146,6 +154,20 @@ class SiteSpec(BaseModel):
         if not value.isalpha():
             raise ValueError(f"country {value!r} must be an ISO 3166 code such as FR or DE")
         return value.upper()
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _bandwidth(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_bandwidth(value)
+        return value
+
+    @field_validator("datasets_path")
+    @classmethod
+    def _datasets_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"datasets_path {value!r} must be an absolute path on the site")
+        return value.rstrip("/") if value else value
 
     @model_validator(mode="after")
     def _unique_pools(self) -> SiteSpec:
@@ -167,6 +189,12 @@ class SiteSpec(BaseModel):
             pools=tuple(p.to_domain() for p in self.pools),
             pue=self.pue,
             settings=self.backend.settings(),
+            bandwidth_bytes_s=(
+                DEFAULT_BANDWIDTH_BYTES_S
+                if self.bandwidth is None
+                else parse_bandwidth(self.bandwidth)
+            ),
+            datasets_path=self.datasets_path,
             requires_member_account=(
                 self.backend.kind == "slurm"
                 and self.backend.settings().get("access") == "ssh"
