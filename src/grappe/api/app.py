@@ -94,8 +94,8 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(sites.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(projects.router, prefix="/api/v1")
-    console.install(app)  # the web console at /, over the same services
     app.include_router(data.router, prefix="/api/v1")
+    console.install(app)  # the web console at /, over the same services
     return app
 
 
