@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from grappe.domain.jobs import JobState
 from grappe.domain.resources import Resources
@@ -62,6 +62,8 @@ class Launch:
     # The member's own account on the site, when they registered one; otherwise the
     # backend uses the site's service account if the operator allows it.
     account: SiteAccount | None = None
+    # A quantum task: the spec's ``quantum`` section (program, format, shots), else ``None``.
+    quantum: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

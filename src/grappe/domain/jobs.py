@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from grappe.domain.quantum import QuantumNeed
 from grappe.domain.resources import Resources
 
 
@@ -78,6 +79,7 @@ class JobRequest:
     max_price_eur_gpu_hour: float | None = None
     # Sites where the submitting member has registered their own account.
     site_accounts: frozenset[str] = frozenset()
+    quantum: QuantumNeed | None = None  # a quantum task: what it needs of a device
 
 
 @dataclass

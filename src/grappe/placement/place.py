@@ -10,7 +10,7 @@ from grappe.catalog import REFERENCE_GPU
 from grappe.domain.accounting import charge
 from grappe.domain.jobs import JobRequest
 from grappe.domain.sites import GpuModel, Pool, PoolCapacity, SiteSnapshot
-from grappe.placement.filters import POOL_FILTERS, SITE_FILTERS
+from grappe.placement.filters import POOL_FILTERS, SITE_FILTERS, session
 
 # Weights of (completion time, cost, carbon) for each objective.
 OBJECTIVE_WEIGHTS: dict[str, tuple[float, float, float]] = {
@@ -133,7 +133,8 @@ def _estimate(
             # No room, yet no known work ahead (others' jobs, a site we see little of):
             # assume one job of this length must end first rather than no wait at all.
             wait = runtime
-    cost = charge(r, snap.site, pool, runtime, gpus.get(pool.gpu_model or ""))
+    shots = job.quantum.shots if job.quantum else 0
+    cost = charge(r, snap.site, pool, runtime, gpus.get(pool.gpu_model or ""), shots)
     return Candidate(
         site=snap.site.name,
         pool=pool.name,
@@ -202,6 +203,8 @@ def place(
             cap = snap.capacity(pool.name)
             if why is None and cap is None:
                 why = f"pool {pool.name} reported no capacity"
+            if why is None and cap is not None:
+                why = session(job, pool, cap)
             if why:
                 rejected.append(Rejection(snap.site.name, pool.name, why))
                 continue
