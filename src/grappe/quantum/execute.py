@@ -36,12 +36,13 @@ def run_aer(fmt: str, program: str, shots: int, seed: int | None) -> dict[str, i
 def run_qutip(fmt: str, program: str, shots: int, seed: int | None) -> dict[str, int]:
     """Bitstrings of a Pulser sequence (1 = Rydberg state) sampled from pulser-simulation."""
     import numpy as np
+    from pulser.backend import BitStrings
     from pulser_simulation import QutipBackendV2, QutipConfig
 
     if seed is not None:
         np.random.seed(seed)  # pulser-simulation samples with NumPy's global generator
     sequence = pulser_sequence(program)
-    config = QutipConfig(default_num_shots=shots)
+    config = QutipConfig(observables=[BitStrings(evaluation_times=[1.0], num_shots=shots)])
     result = QutipBackendV2(sequence, config=config).run()
     return {str(k): int(v) for k, v in result.final_bitstrings.items()}
 
