@@ -119,6 +119,8 @@ def run(
         else:
             _print_result(view)
         if view["state"] != "SUCCEEDED":
+            if as_json:
+                err.print(view.get("error") or view.get("reason"), markup=False)
             raise typer.Exit(1)
 
     guard(go)
@@ -132,7 +134,7 @@ def _print_result(view: dict[str, Any]) -> None:
         f"({view.get('qubits')} {'modes' if view.get('modality') == 'photonic' else 'qubits'})"
     )
     if view["state"] != "SUCCEEDED":
-        out.print(f"  {view.get('reason')}", markup=False)
+        out.print(f"  {view.get('error') or view.get('reason')}", markup=False)
     counts = view.get("counts") or {}
     total = sum(counts.values()) or 1
     rows = [[k, n, f"{n / total:.4f}"] for k, n in counts.items()]

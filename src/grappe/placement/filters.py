@@ -123,9 +123,7 @@ def quantum_device(job: JobRequest, site: Site, pool: Pool) -> str | None:
         return f"device {device.name} is {device.modality}; the task is {need.modality}"
     unit = "modes" if device.modality == "photonic" else "qubits"
     if need.qubits > device.qubits:
-        return (
-            f"device {device.name} has {device.qubits} {unit}; the program uses {need.qubits}"
-        )
+        return f"device {device.name} has {device.qubits} {unit}; the program uses {need.qubits}"
     if need.shots > device.max_shots:
         return (
             f"device {device.name} takes at most {device.max_shots} shots; the task asks for "

@@ -166,7 +166,12 @@ def result(factory: Factory, actor: Principal, job_id: int) -> dict[str, Any]:
     with factory.store.session() as s:
         stored = qstore.result(s, job_id)
         usage = qstore.job_usage(s, job_id)
+        row = repo.job_row(s, job_id)
+        handle = row.handle if row is not None else None
     stored = stored or {}
+    error = None
+    if job["state"] == "FAILED" and handle and job["site"] in factory.backends:
+        error = _failure(factory.backends[job["site"]].logs(handle))
     section = spec["quantum"]
     return {
         "id": job["id"],
@@ -180,12 +185,19 @@ def result(factory: Factory, actor: Principal, job_id: int) -> dict[str, Any]:
         "shots": section.get("shots"),
         "counts": stored.get("counts"),
         "seconds": stored.get("seconds"),
+        "error": error,
         "charged": {
             "qpu_shots": sum(u.qpu_shots for u in usage),
             "qpu_seconds": round(sum(u.qpu_seconds for u in usage), 6),
             "eur": round(sum(u.eur for u in usage), 6),
         },
     }
+
+
+def _failure(log: bytes) -> str | None:
+    """The line in which the emulator said why the task failed, if it did."""
+    lines = log.decode(errors="replace").splitlines()
+    return next((ln for ln in reversed(lines) if ln.startswith("grappe: the quantum task")), None)
 
 
 def allocate(

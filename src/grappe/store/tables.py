@@ -289,9 +289,7 @@ class QuantumResultRow(Base):
 
     __tablename__ = "quantum_results"
 
-    job_id: Mapped[int] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer)
     result: Mapped[dict[str, Any]]
     recorded_at: Mapped[datetime]
