@@ -226,3 +226,29 @@ def test_shot_allocations_are_enforced_and_used(tmp_path: Path, store_url: str) 
         assert refused.status_code == 403
     finally:
         w.factory.close()
+
+
+def test_a_job_spec_with_a_quantum_section_is_held_to_the_same_rules(
+    tmp_path: Path, store_url: str
+) -> None:
+    w = _world(tmp_path, store_url)
+    try:
+        admin = w.client()
+        spec = {"name": "bell", "quantum": {"program": BELL, "shots": 300}}
+        plan = admin.post("/api/v1/jobs/plan", json=spec).json()
+        assert plan["candidates"][0]["pool"] == "aer"
+        broken = {"name": "bad", "quantum": {"program": BELL.replace(";\nh", "\nh"), "shots": 3}}
+        refused = admin.post("/api/v1/jobs", json=broken)
+        assert refused.status_code == 422
+        problem = refused.json()["error"]["problems"][0]
+        assert (problem["field"], problem["value"]) == ("program", "line 5, column 1")
+        made = admin.post("/api/v1/jobs", json=spec).json()
+        assert made["resources"] == "1 CPU"
+        done = w.run_until(made["id"], {"SUCCEEDED", "FAILED"}, timeout=90)
+        assert done["state"] == "SUCCEEDED"
+        stored = admin.get(f"/api/v1/jobs/{made['id']}").json()["spec"]["quantum"]
+        assert (stored["qubits"], stored["format"], stored["modality"]) == (2, "qasm2", "gate")
+        counts = admin.get(f"/api/v1/quantum/tasks/{made['id']}").json()["counts"]
+        assert set(counts) <= {"00", "11"} and sum(counts.values()) == 300
+    finally:
+        w.factory.close()

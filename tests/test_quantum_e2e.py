@@ -185,3 +185,21 @@ def test_bad_programs_and_shots_exit_2_with_the_fix(qserver: Server, tmp_path: P
 
     with qserver.api() as api:
         assert api.get("/jobs").json() == []  # nothing bad was queued
+
+
+def test_devices_and_sessions_from_the_command_line(qserver: Server) -> None:
+    devices = {d["backend"]: d for d in qserver.cli_json("quantum", "backends")}
+    assert set(devices) == {"emulators/aer", "emulators/atoms", "emulators/photons"}
+    photons = devices["emulators/photons"]
+    assert (photons["modality"], photons["qubits"], photons["unit"]) == ("photonic", 6, "modes")
+    assert (photons["jurisdiction"], photons["emulator"]) == ("EU", True)
+    listing = qserver.cli_ok("quantum", "backends").stdout
+    assert "neutral_atom" in listing and "all-to-all" in listing
+    made = qserver.cli_json(
+        "quantum", "sessions", "create", "photons", "--project", "demo", "--minutes", "10"
+    )
+    assert (made["backend"], made["project"]) == ("emulators/photons", "demo")
+    listed = qserver.cli_json("quantum", "sessions", "ls")
+    assert [s["id"] for s in listed] == [made["id"]]
+    clash = qserver.cli("quantum", "sessions", "create", "photons", "--project", "demo")
+    assert clash.returncode == 2 and "reserved for project demo" in clash.stderr

@@ -2,9 +2,7 @@
 
 A task is submitted as a job (``services.jobs.submit_job``) whose spec holds a
 ``quantum`` section, so it shares the queue, placement, ledger and audit of
-every job. What is checked here first is what only a quantum task has: its
-program parses (else line and column), its shots fit a device, its project has
-shots left.
+every job; ``quantum.checks`` holds what only a quantum task is checked for.
 """
 
 from __future__ import annotations
@@ -14,32 +12,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from grappe.domain.quantum import QuantumDevice
-from grappe.quantum.programs import ProgramError, SdkMissing, read_program
+from grappe.quantum.checks import devices, site_and_device
 from grappe.quantum.spec import QuantumSpec
 from grappe.runtime import Factory
 from grappe.services import jobs
 from grappe.services.auth import Principal
-from grappe.services.errors import Conflict, Invalid, NotFound, ServiceError
+from grappe.services.errors import Conflict, Invalid, NotFound
 from grappe.spec.jobspec import JobSpec
 from grappe.store import quantum as qstore
 from grappe.store import repo
 from grappe.store.tables import utcnow
-
-
-class QuantumUnavailable(ServiceError):
-    status = 503
-    code = "quantum_unavailable"
-
-
-def devices(factory: Factory) -> list[tuple[str, QuantumDevice]]:
-    """Every quantum device of the federation with its site's name."""
-    return [
-        (site.name, pool.device)
-        for site in factory.sites.values()
-        for pool in site.pools
-        if pool.device is not None
-    ]
 
 
 def backends(factory: Factory) -> list[dict[str, Any]]:
@@ -74,39 +56,19 @@ def _site_and_device(factory: Factory, backend: str) -> tuple[str | None, str]:
     return site or None, device
 
 
-def _check_shots(factory: Factory, spec: QuantumSpec, site: str | None) -> None:
-    """Refuse shots no device of the task's kind could take, before anything is queued."""
-    fitting = [
-        (s, d)
-        for s, d in devices(factory)
-        if d.modality == spec.modality
-        and (spec.device is None or d.name == spec.device)
-        and (site is None or s == site)
-    ]
-    if not fitting:
-        wanted = spec.device or f"{spec.modality} device"
-        names = ", ".join(f"{s}/{d.name}" for s, d in devices(factory)) or "none"
-        raise Invalid("backend", wanted, f"no such quantum device here; choose one of: {names}")
-    limit = max(d.max_shots for _, d in fitting)
-    if spec.shots > limit:
-        best = next(f"{s}/{d.name}" for s, d in fitting if d.max_shots == limit)
-        raise Invalid(
-            "shots",
-            spec.shots,
-            f"{best} takes at most {limit} shots per task; ask for {limit} or fewer, "
-            "or split the task",
-        )
-
-
 def submit(
     factory: Factory,
     actor: Principal,
     body: dict[str, Any],
     request_id: str | None = None,
 ) -> dict[str, Any]:
-    """Queue a quantum task (``body``: program, format, shots, modality, backend, project, name)."""
+    """Queue a quantum task (``body``: program, format, shots, modality, backend, project, name).
+
+    The program is read and its shots checked by ``submit_job`` (``quantum.checks``), as for
+    a job spec with a ``quantum`` section sent to ``/jobs``.
+    """
     backend = body.get("backend")
-    site, device = _site_and_device(factory, backend) if backend else (None, None)
+    site, device = site_and_device(backend) if backend else (None, None)
     section = {k: body[k] for k in ("program", "format", "shots", "modality") if k in body}
     if device:
         section["device"] = device
@@ -117,44 +79,14 @@ def submit(
         field = ".".join(str(p) for p in first["loc"]) or "program"
         shown = first.get("input") if field != "program" else None
         raise Invalid(field, shown, first["msg"].removeprefix("Value error, ")) from None
-    _check_shots(factory, spec, site)
-    try:
-        info = read_program(str(spec.format), spec.program)
-    except ProgramError as exc:
-        where = f"line {exc.line}, column {exc.column}" if exc.line is not None else None
-        raise Invalid("program", where, f"not valid {spec.format}: {exc}") from None
-    except SdkMissing as exc:
-        raise QuantumUnavailable(str(exc)) from None
-    spec = spec.model_copy(update={"qubits": info.qubits})
-    project = body.get("project")
-    _check_allocation(factory, actor, project, spec.shots)
     job_spec = JobSpec(
         name=body.get("name") or f"quantum-{spec.format}",
-        project=project,
+        project=body.get("project"),
         quantum=spec,
         constraints={"sites": {"allow": [site]}} if site else {},  # type: ignore[arg-type]
-        max_runtime=body.get("max_runtime", "1h"),
     )
     view, _ = jobs.submit_job(factory, actor, job_spec, request_id)
     return view
-
-
-def _check_allocation(factory: Factory, actor: Principal, project: str | None, shots: int) -> None:
-    name = project or (next(iter(actor.projects)) if len(actor.projects) == 1 else None)
-    if name is None:
-        return  # submit_job asks which project
-    with factory.store.session() as s:
-        row = repo.project_by_name(s, name)
-        if row is None:
-            return
-        bal = qstore.balance(s, row.id, utcnow())
-    left = bal.shots_left
-    if left is not None and shots > left:
-        raise Conflict(
-            f"project {name!r} has {max(left, 0)} of its {bal.qpu_shots} shots left; ask for "
-            f"fewer or ask an operator for more (grappe quantum allocate {name} --shots N)",
-            problems=[{"field": "shots", "value": shots, "message": "over the project's shots"}],
-        )
 
 
 def result(factory: Factory, actor: Principal, job_id: int) -> dict[str, Any]:
@@ -247,7 +179,7 @@ def create_session(
         raise Invalid("project", project, "you are not a member of this project")
     if not 1 <= minutes <= 7 * 24 * 60:
         raise Invalid("minutes", minutes, "a session lasts 1 minute to 7 days")
-    site, device = _site_and_device(factory, backend)
+    site, device = site_and_device(backend)
     matches = [s for s, d in devices(factory) if d.name == device and site in (None, s)]
     if len(matches) != 1:
         names = ", ".join(f"{s}/{d.name}" for s, d in devices(factory)) or "none"
