@@ -203,3 +203,12 @@ def test_devices_and_sessions_from_the_command_line(qserver: Server) -> None:
     assert [s["id"] for s in listed] == [made["id"]]
     clash = qserver.cli("quantum", "sessions", "create", "photons", "--project", "demo")
     assert clash.returncode == 2 and "reserved for project demo" in clash.stderr
+
+
+def test_the_sampler_runs_programs_of_two_modalities(qserver: Server) -> None:
+    from grappe.quantum.sampler import Sampler
+
+    sampler = Sampler(url=qserver.url, token=qserver.admin_token)
+    bell, hom = sampler.run([BELL, json.dumps(HOM)], shots=400).result(timeout=180)
+    assert set(bell) <= {"00", "11"} and sum(bell.values()) == 400
+    assert set(hom) <= {"|2,0>", "|0,2>"} and sum(hom.values()) == 400
