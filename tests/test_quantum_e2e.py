@@ -212,3 +212,25 @@ def test_the_sampler_runs_programs_of_two_modalities(qserver: Server) -> None:
     bell, hom = sampler.run([BELL, json.dumps(HOM)], shots=400).result(timeout=180)
     assert set(bell) <= {"00", "11"} and sum(bell.values()) == 400
     assert set(hom) <= {"|2,0>", "|0,2>"} and sum(hom.values()) == 400
+
+
+def test_a_running_task_survives_a_crash_of_the_factory(qserver: Server, tmp_path: Path) -> None:
+    import signal
+
+    from tests.test_e2e import wait_for
+
+    path = tmp_path / "bell.qasm"
+    path.write_text(BELL)
+    task = qserver.cli_json("quantum", "run", str(path), "--shots", "1000")
+    wait_for("the task to start", lambda: qserver.job(task["id"])["state"] in {"RUNNING"}, 60)
+    qserver.kill(signal.SIGKILL)  # the control plane dies; the task's runner does not
+    qserver.start()
+
+    def ended() -> dict | None:
+        view = qserver.cli_json("quantum", "results", str(task["id"]))
+        return view if view["state"] in {"SUCCEEDED", "FAILED"} else None
+
+    view = wait_for("the task to end after the restart", ended, 120, every=0.5)
+    assert view["state"] == "SUCCEEDED", view
+    assert set(view["counts"]) <= {"00", "11"} and sum(view["counts"].values()) == 1000
+    assert view["charged"]["qpu_shots"] == 1000  # charged once

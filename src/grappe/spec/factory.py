@@ -1,7 +1,8 @@
 """``factory.yaml``: the sites of the federation and their pools, as the operator declares them.
 
-Without a file, the factory is this machine alone, registered as the site
-``local`` with one pool sized from the machine's CPUs, memory and GPUs.
+Without a file, the factory is this machine, registered as the site ``local``
+with one pool sized from the machine's CPUs, memory and GPUs, and the site
+``emulators`` holding its quantum emulators.
 """
 
 from __future__ import annotations
