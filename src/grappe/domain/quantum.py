@@ -37,7 +37,6 @@ class QuantumDevice:
     price_eur_per_second: float = 0.0
     emulator: bool = True
     engine: str = ""  # which emulator or provider runs it, e.g. aer, qutip, slos
-    noise_model: str | None = None
 
     def price(self, shots: int, seconds: float) -> float:
         """Euros for ``shots`` shots over ``seconds`` of device time."""

@@ -33,7 +33,6 @@ class DeviceSpec(BaseModel):
     price_eur_per_second: float = Field(default=0.0, ge=0)
     emulator: bool = True
     concurrency: int = Field(default=1, ge=1, le=64)
-    noise_model: str | None = None
 
     def to_domain(self) -> QuantumDevice:
         modality = ENGINE_MODALITY[self.engine]
@@ -47,7 +46,6 @@ class DeviceSpec(BaseModel):
             price_eur_per_second=self.price_eur_per_second,
             emulator=self.emulator,
             engine=self.engine,
-            noise_model=self.noise_model,
         )
 
 
