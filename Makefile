@@ -12,9 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# The factory with every engine it drives: PostgreSQL, SSH login nodes, Ray clusters.
+# The factory with every engine it drives: PostgreSQL, SSH login nodes, Ray clusters,
+# and the quantum emulators.
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[postgres,ssh,ray,data]'
+	$(BIN)/pip install --quiet -e '.[postgres,ssh,ray,data,quantum]'
 
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'

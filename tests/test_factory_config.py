@@ -252,7 +252,8 @@ def plain_machine(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 def test_default_factory_is_this_machine(plain_machine: pytest.MonkeyPatch) -> None:
     sites = load_factory(None).to_domain()
-    assert len(sites) == 1
+    # This machine, and its quantum emulators as a second site (see test_quantum.py).
+    assert [s.name for s in sites] == ["local", "emulators"]
     local = sites[0]
     assert (local.name, local.backend) == ("local", "local")
     assert (local.country, local.jurisdiction, local.carbon_g_per_kwh) == ("FR", "EU", 56)

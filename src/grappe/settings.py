@@ -14,7 +14,7 @@ class Settings(BaseSettings):
     ``GRAPPE_HOME`` holds the SQLite store, the admin token, uploads and the
     local site's job directories. ``GRAPPE_DATABASE_URL`` switches the store
     to PostgreSQL. ``GRAPPE_FACTORY`` points at a ``factory.yaml``; without it
-    the factory is this machine alone, as the site ``local``.
+    the factory is this machine, as the site ``local``, and its quantum emulators.
     """
 
     model_config = SettingsConfigDict(env_prefix="GRAPPE_", extra="ignore")

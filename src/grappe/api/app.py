@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grappe import __version__, console
 from grappe.api import data, jobs, projects, sites
+from grappe.api import quantum as quantum_api
 from grappe.runtime import Factory
 from grappe.scheduler.loop import Scheduler
 from grappe.services.errors import ServiceError
@@ -95,6 +96,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(projects.router, prefix="/api/v1")
     app.include_router(data.router, prefix="/api/v1")
+    app.include_router(quantum_api.router, prefix="/api/v1")
     console.install(app)  # the web console at /, over the same services
     return app
 

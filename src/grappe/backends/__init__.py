@@ -50,4 +50,8 @@ def make_backend(
         from grappe.backends.ray import RayBackend
 
         return RayBackend(site, root, namespace)
+    if site.backend == "quantum":
+        from grappe.backends.quantum import QuantumBackend
+
+        return QuantumBackend(site, Path(site.settings.get("root", root)))
     raise ValueError(f"site {site.name}: backend kind {site.backend!r} is not supported")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from grappe.domain.datasets import DataInput
 from grappe.domain.jobs import JobState
@@ -65,6 +65,8 @@ class Launch:
     account: SiteAccount | None = None
     # Dataset versions staged into the job's directory, checksums verified, before it starts.
     inputs: tuple[DataInput, ...] = ()
+    # A quantum task: the spec's ``quantum`` section (program, format, shots), else ``None``.
+    quantum: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import typer
 from grappe.cli import admin
 from grappe.cli.client import Client, CliError
 from grappe.cli.data import data_app
+from grappe.cli.quantum import quantum_app
 from grappe.cli.render import (
     TERMINAL,
     JsonOpt,
@@ -41,6 +42,7 @@ app.add_typer(admin.projects_app, name="projects")
 app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(data_app, name="data")
+app.add_typer(quantum_app, name="quantum")
 
 
 def _load_spec(path: Path, project: str | None) -> tuple[JobSpec, dict[str, Any]]:

@@ -17,15 +17,23 @@ class Charge:
     cpu_hours: float
     eur: float
     kg_co2: float
+    qpu_shots: int = 0
+    qpu_seconds: float = 0.0
 
 
 def charge(
-    resources: Resources, site: Site, pool: Pool, seconds: float, model: GpuModel | None
+    resources: Resources,
+    site: Site,
+    pool: Pool,
+    seconds: float,
+    model: GpuModel | None,
+    shots: int = 0,
 ) -> Charge:
     """The cost of holding ``resources`` in ``pool`` of ``site`` for ``seconds``.
 
     Energy is the GPUs' board power plus a per-core share, times the site's PUE;
-    CO2 is that energy times the carbon intensity of the site's grid.
+    CO2 is that energy times the carbon intensity of the site's grid. On a quantum
+    device, ``shots`` and the seconds held are charged at the device's prices too.
     """
     hours = max(seconds, 0.0) / 3600
     gpu_hours = resources.gpus * hours
@@ -33,4 +41,8 @@ def charge(
     eur = gpu_hours * pool.price_eur_gpu_hour + cpu_hours * pool.price_eur_cpu_hour
     watts = resources.gpus * (model.tdp_watts if model else 0) + resources.cpus * WATTS_PER_CPU
     kwh = watts * hours / 1000 * site.pue
-    return Charge(gpu_hours, cpu_hours, eur, kwh * site.carbon_g_per_kwh / 1000)
+    kg_co2 = kwh * site.carbon_g_per_kwh / 1000
+    if pool.device is not None:
+        eur += pool.device.price(shots, seconds)
+        return Charge(gpu_hours, cpu_hours, eur, kg_co2, shots, max(seconds, 0.0))
+    return Charge(gpu_hours, cpu_hours, eur, kg_co2)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from grappe.domain.datasets import DataNeed
+from grappe.domain.quantum import QuantumNeed
 from grappe.domain.resources import Resources
 
 
@@ -81,6 +82,7 @@ class JobRequest:
     site_accounts: frozenset[str] = frozenset()
     # Datasets the job reads (``inputs``), with what placement must respect for each.
     inputs: tuple[DataNeed, ...] = ()
+    quantum: QuantumNeed | None = None  # a quantum task: what it needs of a device
 
 
 @dataclass

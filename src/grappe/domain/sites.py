@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from grappe.domain.datasets import DEFAULT_BANDWIDTH_BYTES_S
+from grappe.domain.quantum import QuantumDevice
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Pool:
     gpu_memory_gb: int | None = None
     price_eur_gpu_hour: float = 0.0
     price_eur_cpu_hour: float = 0.0
+    device: QuantumDevice | None = None  # set when the pool is a quantum device
 
     @property
     def total_gpus(self) -> int:
@@ -89,6 +91,8 @@ class PoolCapacity:
     running_gpu_seconds_left: float = 0.0
     pending_cpu_seconds: float = 0.0
     running_cpu_seconds_left: float = 0.0
+    # A quantum device reserved now for one project's session: others wait.
+    reserved_for: str | None = None
 
 
 @dataclass(frozen=True)

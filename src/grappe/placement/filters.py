@@ -7,7 +7,7 @@ from collections.abc import Callable
 from grappe.domain.datasets import STAGING_ENGINES, site_refusal
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import format_memory
-from grappe.domain.sites import Pool, Site, SiteSnapshot
+from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
 
 SiteFilter = Callable[[JobRequest, SiteSnapshot], str | None]
 PoolFilter = Callable[[JobRequest, Site, Pool], str | None]
@@ -120,6 +120,37 @@ def price(job: JobRequest, site: Site, pool: Pool) -> str | None:
     return None
 
 
+def quantum_device(job: JobRequest, site: Site, pool: Pool) -> str | None:
+    """A quantum task goes to a device of its modality that holds its program and its shots."""
+    need, device = job.quantum, pool.device
+    if need is None:
+        if device is not None:
+            return f"pool {pool.name} is a quantum device; it runs quantum tasks only"
+        return None
+    if device is None:
+        return f"pool {pool.name} is not a quantum device"
+    if need.device and need.device != device.name:
+        return f"device {device.name} is not the device asked for ({need.device})"
+    if need.modality != device.modality:
+        return f"device {device.name} is {device.modality}; the task is {need.modality}"
+    unit = "modes" if device.modality == "photonic" else "qubits"
+    if need.qubits > device.qubits:
+        return f"device {device.name} has {device.qubits} {unit}; the program uses {need.qubits}"
+    if need.shots > device.max_shots:
+        return (
+            f"device {device.name} takes at most {device.max_shots} shots; the task asks for "
+            f"{need.shots} (lower quantum.shots or split the task)"
+        )
+    return None
+
+
+def session(job: JobRequest, pool: Pool, cap: PoolCapacity) -> str | None:
+    """A device reserved for another project's session is not free for this one."""
+    if cap.reserved_for and cap.reserved_for != job.project:
+        return f"device {pool.name} is reserved for project {cap.reserved_for}'s session now"
+    return None
+
+
 # The account check comes first: a site that only members with an account may use cannot be
 # read until one registers, and "register your account" is the reason that helps.
 SITE_FILTERS: tuple[SiteFilter, ...] = (
@@ -130,4 +161,4 @@ SITE_FILTERS: tuple[SiteFilter, ...] = (
     certifications,
     data_rules,
 )
-POOL_FILTERS: tuple[PoolFilter, ...] = (gpu_model, size, price)
+POOL_FILTERS: tuple[PoolFilter, ...] = (gpu_model, size, price, quantum_device)

@@ -11,7 +11,7 @@ from grappe.domain.accounting import charge
 from grappe.domain.datasets import staging_seconds
 from grappe.domain.jobs import JobRequest
 from grappe.domain.sites import GpuModel, Pool, PoolCapacity, SiteSnapshot
-from grappe.placement.filters import POOL_FILTERS, SITE_FILTERS
+from grappe.placement.filters import POOL_FILTERS, SITE_FILTERS, session
 
 # Weights of (completion time, cost, carbon) for each objective.
 OBJECTIVE_WEIGHTS: dict[str, tuple[float, float, float]] = {
@@ -137,8 +137,9 @@ def _estimate(
             # No room, yet no known work ahead (others' jobs, a site we see little of):
             # assume one job of this length must end first rather than no wait at all.
             wait = runtime
-    cost = charge(r, snap.site, pool, runtime, gpus.get(pool.gpu_model or ""))
     staging = staging_seconds(job.inputs, snap.site.name, snap.site.bandwidth_bytes_s)
+    shots = job.quantum.shots if job.quantum else 0
+    cost = charge(r, snap.site, pool, runtime, gpus.get(pool.gpu_model or ""), shots)
     return Candidate(
         site=snap.site.name,
         pool=pool.name,
@@ -208,6 +209,8 @@ def place(
             cap = snap.capacity(pool.name)
             if why is None and cap is None:
                 why = f"pool {pool.name} reported no capacity"
+            if why is None and cap is not None:
+                why = session(job, pool, cap)
             if why:
                 rejected.append(Rejection(snap.site.name, pool.name, why))
                 continue

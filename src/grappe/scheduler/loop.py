@@ -31,6 +31,7 @@ from grappe.domain.jobs import JobState
 from grappe.domain.projects import Balance
 from grappe.domain.resources import format_duration
 from grappe.placement import Candidate, Placement
+from grappe.quantum.ledger import record_attempt, shots_charged
 from grappe.runtime import Factory
 from grappe.scheduler.decide import Entry, decide
 from grappe.scheduler.policies import Policy, QueuedJob
@@ -90,6 +91,7 @@ def _finish(factory: Factory, row: JobRow, status: Status, now: datetime) -> boo
                     pool,
                     (ended - started).total_seconds(),
                     factory.gpus.get(pool.gpu_model or ""),
+                    shots_charged(job, status),
                 )
                 repo.add_usage(
                     s,
@@ -103,6 +105,8 @@ def _finish(factory: Factory, row: JobRow, status: Status, now: datetime) -> boo
                     cost.kg_co2,
                     ended,
                 )
+                if job.request.quantum is not None:
+                    record_attempt(s, factory.backends.get(site.name), row, cost, ended)
         if retry:
             reason = (
                 f"attempt {row.attempt} on {row.site} failed ({status.reason}); "
@@ -193,6 +197,7 @@ def _launch(factory: Factory, row: JobRow) -> Launch:
         if account
         else None,
         inputs=launch_inputs(factory, row, job.owner),
+        quantum=spec.get("quantum"),
     )
 
 

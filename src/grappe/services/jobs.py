@@ -17,6 +17,7 @@ from grappe.data.inputs import pin_inputs, with_needs
 from grappe.domain.jobs import Job, JobState
 from grappe.placement import place
 from grappe.placement.declared import declared_snapshots
+from grappe.quantum import checks as quantum_checks
 from grappe.runtime import Factory
 from grappe.scheduler.loop import reconcile_job
 from grappe.services.auth import Principal
@@ -88,6 +89,8 @@ def _request(factory: Factory, actor: Principal, spec: JobSpec, job_id: str, pro
 
 def plan(factory: Factory, actor: Principal, spec: JobSpec) -> dict[str, Any]:
     """Where the job would run now and why, without submitting it."""
+    if spec.quantum is not None:
+        spec = quantum_checks.checked(factory, actor, spec, plan=True)
     only = next(iter(actor.projects)) if len(actor.projects) == 1 else ""
     request = _request(factory, actor, spec, "plan", spec.project or only)
     return place(request, factory.snapshots(), factory.gpus).as_dict()
@@ -110,6 +113,8 @@ def submit_job(
                 return _view(s, existing), False
         known = spec.project is not None and repo.project_by_name(s, spec.project) is not None
     project = resolve_project(actor, spec.project, known)
+    if spec.quantum is not None:  # its program read, its shots and its project's shots checked
+        spec = quantum_checks.checked(factory, actor, spec.model_copy(update={"project": project}))
     upload = _check_workdir(factory, spec)
     if spec.inputs:
         # Access is checked now and the versions pinned: a later upload never changes this job.

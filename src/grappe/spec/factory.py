@@ -1,7 +1,8 @@
 """``factory.yaml``: the sites of the federation and their pools, as the operator declares them.
 
-Without a file, the factory is this machine alone, registered as the site
-``local`` with one pool sized from the machine's CPUs, memory and GPUs.
+Without a file, the factory is this machine, registered as the site ``local``
+with one pool sized from the machine's CPUs, memory and GPUs, and the site
+``emulators`` holding its quantum emulators.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from grappe.catalog import canonical_gpu_model, gpu_model, gpu_models
 from grappe.domain.datasets import DEFAULT_BANDWIDTH_BYTES_S, parse_bandwidth
 from grappe.domain.resources import parse_memory
 from grappe.domain.sites import Pool, Site
+from grappe.quantum.devices import device_pools, emulator_site_spec, with_devices
 from grappe.spec.errors import Problem, SpecError, load_yaml, validate
 from grappe.spec.jobspec import NAME_RE
 
 # Engines Grappe drives; each backend validates its own settings (the other keys).
-BACKEND_KINDS = ("local", "slurm", "ray")
+BACKEND_KINDS = ("local", "slurm", "ray", "quantum")
 
 
 class PoolSpec(BaseModel):
@@ -141,6 +143,15 @@ class SiteSpec(BaseModel):
         description="an absolute directory on the site holding copies of datasets, read in place",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _quantum_pools(cls, data: Any) -> Any:
+        # A quantum site is made of its devices: one pool each, unless pools are written.
+        backend = data.get("backend") if isinstance(data, dict) else None
+        if isinstance(backend, dict) and backend.get("kind") == "quantum" and "pools" not in data:
+            return {**data, "pools": device_pools(backend)}
+        return data
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
@@ -178,7 +189,7 @@ class SiteSpec(BaseModel):
         return self
 
     def to_domain(self) -> Site:
-        return Site(
+        site = Site(
             name=self.name,
             operator=self.operator,
             country=self.country.upper(),
@@ -201,6 +212,7 @@ class SiteSpec(BaseModel):
                 and not self.backend.settings().get("allow_service_account", False)
             ),
         )
+        return with_devices(site) if site.backend == "quantum" else site
 
 
 class FactorySpec(BaseModel):
@@ -268,9 +280,9 @@ def local_site_spec() -> dict[str, Any]:
 
 
 def load_factory(path: Path | None) -> FactorySpec:
-    """Read ``factory.yaml`` or, with no path, return the one-machine default."""
+    """Read ``factory.yaml`` or, with no path, the default: this machine and its emulators."""
     if path is None:
-        return FactorySpec.model_validate({"sites": [local_site_spec()]})
+        return FactorySpec.model_validate({"sites": [local_site_spec(), emulator_site_spec()]})
     try:
         text = path.read_text()
     except OSError as exc:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from grappe.catalog import canonical_gpu_model
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import Resources, parse_duration, parse_memory
+from grappe.quantum.spec import QuantumSpec
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -144,6 +145,15 @@ class JobSpec(BaseModel):
     objective: Literal["time", "cost", "carbon"] = "time"
     max_runtime: Annotated[str | int, Field(description="e.g. 30m, 2h, 1-00:00:00")] = "1h"
     retries: int = Field(default=0, ge=0, le=10)
+    quantum: QuantumSpec | None = Field(default=None, description="a quantum task's program")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quantum_run(cls, data: Any) -> Any:
+        # A quantum task runs its program on a device, not shell commands: `run` only names it.
+        if isinstance(data, dict) and data.get("quantum") and not data.get("run"):
+            return {**data, "run": "quantum program"}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -217,4 +227,5 @@ class JobSpec(BaseModel):
             sites_allow=tuple(c.sites.allow),
             sites_deny=tuple(c.sites.deny),
             max_price_eur_gpu_hour=c.max_price_eur_gpu_hour,
+            quantum=self.quantum.need() if self.quantum else None,
         )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from grappe.domain.jobs import Job, JobRequest, JobState, Transition
 from grappe.domain.projects import Allocation, Balance, Role, Usage
+from grappe.domain.quantum import need_of
 from grappe.domain.resources import Resources
 from grappe.store.tables import (
     AbandonedAttemptRow,
@@ -381,6 +382,7 @@ def to_job(row: JobRow, project: str, owner: str, history: list[Transition] | No
         sites_allow=tuple(sites.get("allow") or ()),
         sites_deny=tuple(sites.get("deny") or ()),
         max_price_eur_gpu_hour=constraints.get("max_price_eur_gpu_hour"),
+        quantum=need_of(spec.get("quantum")),
     )
     return Job(
         id=str(row.id),

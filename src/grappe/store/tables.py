@@ -316,3 +316,49 @@ class DataAccessRow(Base):
     expires_at: Mapped[datetime | None]
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
+
+
+class QuantumAllocationRow(Base):
+    """Shots and QPU-seconds granted to a project for ``[starts, ends)``, beside its hours."""
+
+    __tablename__ = "quantum_allocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    qpu_shots: Mapped[int] = mapped_column(BigInteger)
+    qpu_seconds: Mapped[float] = mapped_column(Float)
+    starts: Mapped[datetime]
+    ends: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class QuantumUsageRow(Base):
+    """The shots and device seconds of one attempt of a quantum task, charged when it ended."""
+
+    __tablename__ = "quantum_usage"
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", name="uq_quantum_usage_job_attempt"),
+        Index("ix_quantum_usage_project_at", "project_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    site: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(64))
+    qpu_shots: Mapped[int] = mapped_column(BigInteger)
+    qpu_seconds: Mapped[float] = mapped_column(Float)
+    eur: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime]
+
+
+class QuantumResultRow(Base):
+    """The outcome counts of a finished quantum task: the job's result."""
+
+    __tablename__ = "quantum_results"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    result: Mapped[dict[str, Any]]
+    recorded_at: Mapped[datetime]
