@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -100,6 +101,11 @@ def download(
 ) -> StreamingResponse:
     """A file of a version (the latest by default); restricted data needs a project's grant."""
     info, chunks = catalog.open_file(factory, me, f"{sector}/{name}", filename, version, project)
+    return file_response(info, chunks)
+
+
+def file_response(info: dict[str, Any], chunks: Iterator[bytes]) -> StreamingResponse:
+    """A dataset file as a download, with its version and SHA-256 in headers (API and console)."""
     return StreamingResponse(
         chunks,
         media_type="application/octet-stream",

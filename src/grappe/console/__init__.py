@@ -18,7 +18,16 @@ from fastapi.staticfiles import StaticFiles
 from grappe.console import nav
 
 # Order matters where paths overlap: /jobs/new and /jobs/rows before /jobs/{id}.
-PAGE_MODULES = ("signin", "overview", "jobs", "job_detail", "plan", "operator")
+PAGE_MODULES = (
+    "signin",
+    "overview",
+    "jobs",
+    "job_detail",
+    "plan",
+    "operator",
+    "data",
+    "quantum",
+)
 STATIC = Path(__file__).parent / "static"
 
 

@@ -63,3 +63,58 @@ def bars(title: str, rows: Sequence[Bar], unit: str, empty: str = "") -> Markup:
         ]
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+HIST_H = 220
+HIST_TOP = 34
+HIST_BAR_MAX = 56
+HIST_MAX_BARS = 64
+
+
+def histogram(title: str, counts: dict[str, int], empty: str = "") -> Markup:
+    """A quantum task's counts as vertical bars, one per outcome, in outcome order.
+
+    Each bar is labelled with its outcome (``|01>``) and its count and share of the
+    shots; past ``HIST_MAX_BARS`` outcomes only the most frequent are drawn and the
+    title says how many were left out.
+    """
+    if not counts:
+        return Markup('<p class="muted">{}</p>').format(empty)
+    shots = sum(counts.values())
+    shown = sorted(counts.items(), key=lambda kv: -kv[1])[:HIST_MAX_BARS]
+    left_out = len(counts) - len(shown)
+    shown.sort(key=lambda kv: kv[0])
+    top = max(v for _, v in shown) or 1
+    step = max(min(HIST_BAR_MAX, 720 // len(shown)), 12)
+    width = max(step * len(shown) + 20, 320)
+    height = HIST_H + HIST_TOP + 44
+    heading = f"{title} · {shots:,} shots" + (
+        f" (+{left_out} outcomes not drawn)" if left_out else ""
+    )
+    parts = [
+        f'<svg class="chart histogram" viewBox="0 0 {width} {height}" width="100%" role="img" '
+        f'aria-label="{escape(heading)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(heading)}</title>",
+        f'<text x="0" y="16" class="chart-title">{escape(heading)}</text>',
+    ]
+    base = HIST_TOP + HIST_H
+    for i, (outcome, count) in enumerate(shown):
+        h = HIST_H * count / top
+        x = 10 + i * step
+        mid = x + step / 2
+        share = count / shots if shots else 0.0
+        parts += [
+            f'<g class="outcome" data-outcome="{escape(outcome)}" data-count="{count}">',
+            f"<title>|{escape(outcome)}⟩: {count} ({share:.1%})</title>",
+            f'<rect x="{x + 2}" y="{base - h:.1f}" width="{step - 4}" height="{h:.1f}" '
+            'class="used"/>',
+            f'<text x="{mid:.1f}" y="{base - h - 4:.1f}" class="chart-value" '
+            f'text-anchor="middle">{count}</text>',
+            f'<text x="{mid:.1f}" y="{base + 16}" class="chart-label" text-anchor="middle">'
+            f"|{escape(outcome)}⟩</text>",
+            f'<text x="{mid:.1f}" y="{base + 32}" class="chart-label muted" '
+            f'text-anchor="middle">{share:.0%}</text>',
+            "</g>",
+        ]
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -4,12 +4,17 @@ Each format is read by its own SDK (Qiskit for OpenQASM 2 and 3, Pulser for
 its JSON sequences) or, for photonic circuits, by ``photonic.Circuit``. A
 program that does not parse raises ``ProgramError`` with its line and column
 (1-based) where the reader gives them.
+
+Programs are read on one long-lived thread: Qiskit's OpenQASM reader crashed the
+process when called from a thread other than the one that first used it once
+that thread had ended (a web server's request threads come and go).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,8 +113,16 @@ def pulser_sequence(text: str) -> Any:
         raise ProgramError(f"not a valid Pulser sequence{where}: {first}") from None
 
 
+# One worker that lives as long as the process: every SDK call comes from the same thread.
+_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grappe-program-reader")
+
+
 def read_program(fmt: str, text: str) -> ProgramInfo:
     """The size of a program in format ``fmt``; ``ProgramError`` when it does not parse."""
+    return _READER.submit(_read_program, fmt, text).result()
+
+
+def _read_program(fmt: str, text: str) -> ProgramInfo:
     if fmt == "qasm2":
         return ProgramInfo(qasm2_circuit(text).num_qubits)
     if fmt == "qasm3":

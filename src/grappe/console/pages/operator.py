@@ -25,7 +25,7 @@ USAGE_COLUMNS = ("project", "site", "gpu_hours", "cpu_hours", "eur", "kg_co2", "
 
 
 @router.get("/operator")
-def operator_page(ctx: StaffDep, allocated: str = "") -> Response:
+def operator_page(ctx: StaffDep, allocated: str = "", shots: str = "") -> Response:
     views = projects.list_projects(ctx.factory.store, ctx.principal)
     return ctx.render(
         "operator.html",
@@ -33,6 +33,7 @@ def operator_page(ctx: StaffDep, allocated: str = "") -> Response:
         projects=views,
         charts=allocation_charts(ctx, views),
         allocated=allocated,
+        shots=shots,
     )
 
 

@@ -3,12 +3,14 @@
 "use strict";
 
 // Parts of a page that refresh themselves: <tbody data-refresh="/url" data-every="ms">.
+// A refreshed part that holds [data-final] (a finished task) is not asked again.
 function refreshEvery(el, ms) {
-  setInterval(async () => {
+  const timer = setInterval(async () => {
     if (document.hidden) return;
     try {
       const resp = await fetch(el.dataset.refresh, { credentials: "same-origin" });
       if (resp.ok && !resp.redirected) el.innerHTML = await resp.text();
+      if (el.querySelector("[data-final]")) clearInterval(timer);
     } catch (e) { /* the factory is restarting: try again next time */ }
   }, ms);
 }
