@@ -36,7 +36,7 @@ test: deps-system install-test
 
 # The console's browser tests alone (Debian's Chromium); screenshots land in bench/results/console/.
 screenshots: deps-system install-test
-	deploy/dev/isolated.sh $(BIN)/python -m pytest -q tests/test_console_browser.py
+	deploy/dev/isolated.sh $(BIN)/python -m pytest -q tests/test_console_browser.py tests/test_console_browser2.py
 
 lint: install-test
 	$(BIN)/ruff check src tests

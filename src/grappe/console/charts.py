@@ -92,7 +92,8 @@ def histogram(title: str, counts: dict[str, int], empty: str = "") -> Markup:
         f" (+{left_out} outcomes not drawn)" if left_out else ""
     )
     parts = [
-        f'<svg class="chart histogram" viewBox="0 0 {width} {height}" width="100%" role="img" '
+        # Drawn at its own size (narrow for few outcomes); CSS shrinks it on small screens.
+        f'<svg class="chart histogram" viewBox="0 0 {width} {height}" width="{width}" role="img" '
         f'aria-label="{escape(heading)}" xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(heading)}</title>",
         f'<text x="0" y="16" class="chart-title">{escape(heading)}</text>',

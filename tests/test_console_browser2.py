@@ -1,0 +1,161 @@
+"""Datasets and quantum tasks in a real browser: Debian's Chromium against ``grappe up``.
+
+A member asks for a health dataset in one browser context while an operator,
+in another, grants it from the data queue; the member then downloads the file.
+A member runs a Bell circuit from the Quantum page and watches its histogram
+appear without reloading. Screenshots go to ``bench/results/console/`` (or
+``$GRAPPE_CONSOLE_SCREENSHOTS``) beside those of test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import local_site
+from tests.test_console_browser import (  # noqa: F401 - fixtures
+    browser,
+    page,
+    shot,
+    sign_in,
+)
+from tests.test_data_story import COHORT, HEALTH
+from tests.test_e2e import Server
+from tests.test_quantum import _need
+from tests.test_quantum_e2e import quantum_site
+
+pytestmark = [pytest.mark.integration]
+
+PURPOSE = "a readmission model for the cardiology ward"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    _need("qiskit", "qiskit_aer")
+    root = tmp_path_factory.mktemp("console-data-quantum")
+    srv = Server(root, [local_site(cpus=2, memory="4G"), quantum_site()], None)
+    srv.start()
+    with srv.api() as api:
+        assert api.post("/datasets", json=HEALTH).status_code == 201
+        up = api.put("/datasets/health/cohort/versions/1/files/cohort.csv", content=COHORT)
+        assert up.status_code == 201, up.text
+    yield srv
+    srv.kill()
+    srv.kill_leftover_jobs()
+
+
+def user(server: Server, name: str, role: str = "member") -> str:
+    with server.api() as api:
+        body: dict[str, Any] = {"name": name, "role": role}
+        if role == "member":
+            body["project"] = "demo"
+        made = api.post("/users", json=body)
+        assert made.status_code in (200, 201), made.text
+        return str(made.json()["token"])
+
+
+@pytest.fixture
+def second_tab(browser: Any, server: Server) -> Iterator[Any]:  # noqa: F811
+    """Another person's browser: a context of its own, with its own cookies."""
+    context = browser.new_context(
+        base_url=server.url, viewport={"width": 1366, "height": 900}, locale="en-GB"
+    )
+    context.set_default_timeout(20_000)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
+    yield tab
+    context.close()
+    assert errors == [], errors
+
+
+def test_a_member_requests_a_dataset_and_an_operator_grants_it(
+    page: Any,  # noqa: F811
+    second_tab: Any,
+    server: Server,
+    tmp_path: Path,
+) -> None:
+    member, operator = page, second_tab
+    sign_in(member, user(server, "ada"))
+    member.click('nav a[data-page="data"]')
+    cohort = member.locator('.dataset[data-dataset="health/cohort"]')
+    assert "health" in cohort.inner_text()
+    member.select_option('#data-filters select[name="sector"]', "health")
+    member.click('#data-filters button[type="submit"]')
+    member.wait_for_url("**/data?sector=health*")
+    shot(member, "data-catalog")
+    cohort.locator("h3 a").click()
+    member.wait_for_url("**/data/health/cohort")
+    assert member.get_attribute("#access", "data-readable") == "false"
+    assert member.locator("a.download").count() == 0
+    member.fill("#purpose", PURPOSE)
+    shot(member, "dataset-request")
+    member.click("#request-access")
+    member.locator("#asked").wait_for()
+    assert "awaits an operator" in member.inner_text("#access-why")
+
+    sign_in(operator, user(server, "olga", role="operator"))
+    operator.click('nav a[data-page="operator"]')
+    operator.click("#data-queue-link")
+    row = operator.locator("#pending tr[data-request]").filter(has_text=PURPOSE)
+    row.locator('input[name="reason"]').fill("ethics board approved")
+    row.locator('input[name="expires"]').fill("30d")
+    shot(operator, "data-queue")
+    row.locator("button.grant").click()
+    operator.locator("#decided").wait_for()
+    assert operator.locator("#queue-empty").count() == 1
+    assert "granted" in operator.inner_text("#recent")
+
+    member.reload()
+    assert member.get_attribute("#access", "data-readable") == "true"
+    assert "granted to demo" in member.inner_text("#access-why")
+    with member.expect_download() as info:
+        member.click("a.download")
+    saved = tmp_path / "cohort.csv"
+    info.value.save_as(saved)
+    assert saved.read_bytes() == COHORT
+    shot(member, "dataset-granted")
+    member.goto("/data")
+    member.click("#my-requests")
+    assert "granted" in member.inner_text("table.requests")
+
+
+def test_a_member_runs_a_bell_circuit_and_sees_its_histogram(
+    page: Any,  # noqa: F811
+    server: Server,
+    tmp_path: Path,
+) -> None:
+    sign_in(page, user(server, "quinn"))
+    page.click('nav a[data-page="quantum"]')
+    assert page.locator('tr[data-backend="emulators/aer"]').count() == 1
+    assert "OPENQASM 2.0;" in page.input_value("#program")
+    page.fill("#shots", "600")
+    page.select_option("#backend", "emulators/aer")
+    page.fill("#name", "bell-in-the-browser")
+    shot(page, "quantum")
+    page.click("#run-task")
+    page.wait_for_url(re.compile(r".*/quantum/tasks/\d+$"))
+    page.evaluate("window.stillThisPage = true")  # a reload would forget it
+    bars = page.locator("svg.histogram g.outcome")
+    bars.first.wait_for(timeout=90_000)
+    assert page.evaluate("window.stillThisPage") is True
+    assert page.get_attribute("#task-state", "data-state") == "SUCCEEDED"
+    counts = {
+        bars.nth(i).get_attribute("data-outcome"): int(bars.nth(i).get_attribute("data-count"))
+        for i in range(bars.count())
+    }
+    assert set(counts) <= {"00", "11"} and sum(counts.values()) == 600
+    assert all(n > 200 for n in counts.values()), counts  # a Bell pair: about half each
+    shot(page, "quantum-task")
+    with page.expect_download() as info:
+        page.click("#result-json")
+    saved = tmp_path / "result.json"
+    info.value.save_as(saved)
+    assert json.loads(saved.read_text())["counts"] == counts
+    page.goto("/quantum")
+    assert "bell-in-the-browser" in page.inner_text("#task-rows")
