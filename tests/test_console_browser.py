@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,9 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
+@contextmanager
+def open_tab(browser: Any, server: Server) -> Iterator[Any]:
+    """A tab in a browser context of its own (its own cookies: one person)."""
     context = browser.new_context(
         base_url=server.url, viewport={"width": 1366, "height": 900}, locale="en-GB"
     )
@@ -102,6 +104,12 @@ def page(browser: Any, server: Server) -> Iterator[Any]:
     yield tab
     context.close()
     assert problems == [], problems
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    with open_tab(browser, server) as tab:
+        yield tab
 
 
 def shot(page: Any, name: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import local_site
 from tests.test_console_browser import (  # noqa: F401 - fixtures
     browser,
+    open_tab,
     page,
     shot,
     sign_in,
@@ -62,16 +63,8 @@ def user(server: Server, name: str, role: str = "member") -> str:
 @pytest.fixture
 def second_tab(browser: Any, server: Server) -> Iterator[Any]:  # noqa: F811
     """Another person's browser: a context of its own, with its own cookies."""
-    context = browser.new_context(
-        base_url=server.url, viewport={"width": 1366, "height": 900}, locale="en-GB"
-    )
-    context.set_default_timeout(20_000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(f"script error: {exc}"))
-    yield tab
-    context.close()
-    assert errors == [], errors
+    with open_tab(browser, server) as tab:
+        yield tab
 
 
 def test_a_member_requests_a_dataset_and_an_operator_grants_it(
