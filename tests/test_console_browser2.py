@@ -126,7 +126,21 @@ def test_a_member_runs_a_bell_circuit_and_sees_its_histogram(
     sign_in(page, user(server, "quinn"))
     page.click('nav a[data-page="quantum"]')
     assert page.locator('tr[data-backend="emulators/aer"]').count() == 1
-    assert "OPENQASM 2.0;" in page.input_value("#program")
+    bell = page.input_value("#program")
+    assert "OPENQASM 2.0;" in bell
+    # A typo comes back in the form, the program kept, its line one click away.
+    page.fill("#program", bell.replace("cx q[0],q[1];", "cx q[0] q[1];"))
+    page.click("#run-task")
+    problem = page.locator(".problems li")
+    assert "not valid qasm2" in problem.inner_text()
+    page.click(".problems .goto-line")
+    chosen = page.evaluate(
+        "(() => { const t = document.getElementById('program');"
+        " return t.value.slice(t.selectionStart, t.selectionEnd); })()"
+    )
+    assert chosen == "cx q[0] q[1];"
+    shot(page, "quantum-problem")
+    page.fill("#program", bell)
     page.fill("#shots", "600")
     page.select_option("#backend", "emulators/aer")
     page.fill("#name", "bell-in-the-browser")

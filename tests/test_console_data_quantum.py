@@ -11,6 +11,7 @@ page. A member sees only their projects' requests and tasks, in English or Frenc
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -326,6 +327,23 @@ def test_a_bell_task_runs_and_shows_its_histogram_and_result_json(qworld: World)
     assert body == api and body["counts"] == {k: int(v) for k, v in outcomes.items()}
     rows = alice.get("/quantum/rows").text
     assert f'data-task="{task_id}"' in rows and "emulators/aer" in rows
+
+
+def test_a_photonic_task_from_the_example_shows_fock_states(qworld: World) -> None:
+    _need("perceval")
+    alice = sign_in(qworld, qworld.user("alice"))
+    example = alice.get("/quantum?example=hom").text
+    program = html.unescape(example.split('id="program"', 1)[1].split(">", 1)[1].split("</")[0])
+    resp = run_task(alice, program=program, shots="300")
+    assert resp.status_code == 303, resp.text
+    task_id = int(resp.headers["location"].rsplit("/", 1)[1])
+    assert qworld.run_until(task_id, {"SUCCEEDED", "FAILED"}, timeout=90)["state"] == "SUCCEEDED"
+    panel = alice.get(f"/quantum/tasks/{task_id}/panel").text
+    outcomes = dict(re.findall(r'data-outcome="([^"]+)" data-count="(\d+)"', panel))
+    # Hong-Ou-Mandel: the two photons always leave by the same port.
+    assert set(outcomes) <= {"|2,0&gt;", "|0,2&gt;"} and sum(map(int, outcomes.values())) == 300
+    assert ">|2,0&gt;</text>" in panel and "⟩" not in panel
+    assert "emulators/photons" in panel and "perceval · photonic" in panel
 
 
 def test_a_bad_program_is_shown_in_the_form_with_its_line(qworld: World) -> None:

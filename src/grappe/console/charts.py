@@ -104,15 +104,17 @@ def histogram(title: str, counts: dict[str, int], empty: str = "") -> Markup:
         x = 10 + i * step
         mid = x + step / 2
         share = count / shots if shots else 0.0
+        # Bit strings become kets; Fock states (Perceval's "|2,0>") are kets already.
+        ket = escape(outcome if outcome.startswith("|") else f"|{outcome}⟩")
         parts += [
             f'<g class="outcome" data-outcome="{escape(outcome)}" data-count="{count}">',
-            f"<title>|{escape(outcome)}⟩: {count} ({share:.1%})</title>",
+            f"<title>{ket}: {count} ({share:.1%})</title>",
             f'<rect x="{x + 2}" y="{base - h:.1f}" width="{step - 4}" height="{h:.1f}" '
             'class="used"/>',
             f'<text x="{mid:.1f}" y="{base - h - 4:.1f}" class="chart-value" '
             f'text-anchor="middle">{count}</text>',
             f'<text x="{mid:.1f}" y="{base + 16}" class="chart-label" text-anchor="middle">'
-            f"|{escape(outcome)}⟩</text>",
+            f"{ket}</text>",
             f'<text x="{mid:.1f}" y="{base + 32}" class="chart-label muted" '
             f'text-anchor="middle">{share:.0%}</text>',
             "</g>",

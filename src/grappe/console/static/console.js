@@ -141,7 +141,7 @@ function checkAsTyped(editor) {
 
 document.addEventListener("click", (ev) => {
   const link = ev.target.closest(".goto-line");
-  const textarea = document.getElementById("spec");
+  const textarea = document.getElementById("spec") || document.getElementById("program");
   if (!link || !textarea) return;
   ev.preventDefault();
   goToLine(textarea, Number(link.dataset.line));
