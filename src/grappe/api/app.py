@@ -36,6 +36,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         if scheduler is not None:
             scheduler.start()
+        app.state.gateway.ensure_started()  # replicas' health checks and the token ledger
         try:
             yield
         finally:

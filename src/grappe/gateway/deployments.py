@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import grappe
 from grappe.catalog import model_cards
 from grappe.gateway import engine as eng
 from grappe.services.auth import Principal
@@ -256,11 +257,14 @@ def service_spec(
     model: str, site: str, project: str, command: str, cpus: int, index: int
 ) -> JobSpec:
     name = "serve-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in model)[:48]
+    # The server runs the same Grappe as the factory that launched it.
+    package_root = str(Path(grappe.__file__).resolve().parents[1])
     return JobSpec.model_validate(
         {
             "name": f"{name}-{index}",
             "project": project,
             "resources": {"cpus": cpus},
+            "env": {"PYTHONPATH": package_root},
             "run": command,
             "max_runtime": SERVICE_RUNTIME,
             "constraints": {"sites": {"allow": [site]}},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,40 +110,44 @@ async def relay(
     first: bytes,
     replica: Replica,
     started: float,
-    done: Callable[[Usage, str | None], Awaitable[None] | None],
+    done: Callable[[Usage, str | None], None],
 ) -> AsyncIterator[bytes]:
-    """The stream's bytes as they come; a replica failing mid-stream ends it with an error event."""
+    """The stream's bytes as they come; a replica failing mid-stream ends it with an error event.
+
+    ``done`` is called once, however the stream ends (a client leaving early included),
+    with the tokens seen: the upstream's usage when it sent one, else one a data event.
+    """
     usage = Usage()
     events = 0
     error: str | None = None
-    chunk = first
     finished = False
+    chunk = first
     try:
-        while chunk:
-            events += chunk.count(b"data: ")
-            finished = finished or b"[DONE]" in chunk
-            if b'"usage"' in chunk:
-                usage = last_usage(chunk) or usage
-            yield chunk
-            chunk = await resp.content.readany()
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        error = f"the replica serving this stream failed: {exc or type(exc).__name__}"
+        try:
+            while chunk:
+                events += chunk.count(b"data: ")
+                finished = finished or b"[DONE]" in chunk
+                if b'"usage"' in chunk:
+                    usage = last_usage(chunk) or usage
+                yield chunk
+                chunk = await resp.content.readany()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = f"the replica serving this stream failed: {exc or type(exc).__name__}"
+        if error is None and not finished:
+            error = "the replica serving this stream closed it before its end"
+        if error is not None:
+            yield GatewayError(
+                502,
+                error + "; the stream is incomplete, send the request again",
+                "api_error",
+                "upstream_failed",
+            ).sse()
     finally:
         resp.release()
-    if error is None and not finished:
-        error = "the replica serving this stream closed it before its end"
-    if error is not None:
-        Router.end(replica, None, error)
-        yield GatewayError(
-            502,
-            error + "; the stream is incomplete, send the request again",
-            "api_error",
-            "upstream_failed",
-        ).sse()
-    else:
-        Router.end(replica, time.perf_counter() - started)
-    if not usage.reported:
-        usage.completion = max(events - 1, 0)  # one event a token, less [DONE]
-    result = done(usage, error)
-    if result is not None:
-        await result
+        if error is not None:
+            Router.end(replica, None, error)
+        else:
+            Router.end(replica, time.perf_counter() - started)
+        if not usage.reported:
+            usage.completion = max(events - (1 if finished else 0), 0)  # one event a token
+        done(usage, error)
