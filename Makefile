@@ -13,9 +13,9 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # The factory with every engine it drives: PostgreSQL, SSH login nodes, Ray clusters,
-# and the quantum emulators.
+# the quantum emulators, and the models served in-process.
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[postgres,ssh,ray,data,quantum]'
+	$(BIN)/pip install --quiet -e '.[postgres,ssh,ray,data,quantum,models]'
 
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     max_dataset_file_bytes: int = Field(default=1024**3, gt=0)
     # Seed the catalog with the small open datasets that installed packages ship (first start).
     seed_datasets: bool = True
+    # How often the models gateway checks its replicas' health and writes the token ledger.
+    gateway_health_interval_s: float = Field(default=2.0, gt=0)
 
     @property
     def store_url(self) -> str:

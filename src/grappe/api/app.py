@@ -12,7 +12,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grappe import __version__, console
 from grappe.api import data, jobs, projects, sites
+from grappe.api import keys as keys_api
+from grappe.api import models as models_api
+from grappe.api import openai as openai_api
 from grappe.api import quantum as quantum_api
+from grappe.gateway.service import Gateway
 from grappe.runtime import Factory
 from grappe.scheduler.loop import Scheduler
 from grappe.services.errors import ServiceError
@@ -32,11 +36,13 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         if scheduler is not None:
             scheduler.start()
+        app.state.gateway.ensure_started()  # replicas' health checks and the token ledger
         try:
             yield
         finally:
             if scheduler is not None:
                 scheduler.stop()
+            await app.state.gateway.close()  # writes the tokens not yet charged
 
     app = FastAPI(
         title="Grappe",
@@ -49,6 +55,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     )
     app.state.factory = factory
     app.state.scheduler = scheduler
+    app.state.gateway = Gateway(factory, factory.settings.gateway_health_interval_s)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -97,6 +104,9 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(projects.router, prefix="/api/v1")
     app.include_router(data.router, prefix="/api/v1")
     app.include_router(quantum_api.router, prefix="/api/v1")
+    app.include_router(keys_api.router, prefix="/api/v1")
+    app.include_router(models_api.router, prefix="/api/v1")
+    app.include_router(openai_api.router)  # /v1: the OpenAI-compatible gateway
     console.install(app)  # the web console at /, over the same services
     return app
 

@@ -1,9 +1,10 @@
-"""Reference data shipped with Grappe: the GPU catalog."""
+"""Reference data shipped with Grappe: the GPU catalog and the open-weight model cards."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import yaml
 
@@ -44,3 +45,10 @@ def canonical_gpu_model(value: str) -> str:
             f"unknown GPU model {value!r}; use one of {', '.join(sorted(gpu_models()))}"
         )
     return known.name
+
+
+@lru_cache(maxsize=1)
+def model_cards() -> tuple[dict[str, Any], ...]:
+    """Open-weight model cards: publisher, licence, size, context, languages, jurisdiction."""
+    raw = yaml.safe_load(resources.files(__package__).joinpath("models.yaml").read_text())
+    return tuple(raw)

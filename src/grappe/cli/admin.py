@@ -106,7 +106,7 @@ def usage(
     project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """What each project has used: GPU-hours, CPU-hours, EUR and CO2, by site."""
+    """What each project has used: GPU-hours, CPU-hours, EUR and CO2 by site; tokens by model."""
 
     def go() -> None:
         data = Client().get("/usage", project=project)
@@ -130,6 +130,22 @@ def usage(
                 for r in data["by_site"]
             ],
         )
+        if data.get("by_model"):
+            table(
+                "Tokens by model",
+                ["PROJECT", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "TOKENS"],
+                [
+                    [
+                        r["project"],
+                        r["model"],
+                        r["requests"],
+                        r["prompt_tokens"],
+                        r["completion_tokens"],
+                        r["tokens"],
+                    ]
+                    for r in data["by_model"]
+                ],
+            )
 
     guard(go)
 

@@ -15,6 +15,8 @@ import typer
 from grappe.cli import admin
 from grappe.cli.client import Client, CliError
 from grappe.cli.data import data_app
+from grappe.cli.models import keys_app, models_app
+from grappe.cli.models import serve as serve_model
 from grappe.cli.quantum import quantum_app
 from grappe.cli.render import (
     TERMINAL,
@@ -43,6 +45,8 @@ app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(data_app, name="data")
 app.add_typer(quantum_app, name="quantum")
+app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 
 def _load_spec(path: Path, project: str | None) -> tuple[JobSpec, dict[str, Any]]:
@@ -450,6 +454,7 @@ def whoami() -> None:
 # Registered last so that `grappe --help` lists the job commands first.
 app.command()(admin.usage)
 app.command()(sim)
+app.command("serve")(serve_model)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from grappe.services.auth import Principal
 from grappe.services.errors import Conflict, Invalid, NotFound
 from grappe.spec.jobspec import NAME_RE
+from grappe.store import gateway as store_gw
 from grappe.store import repo
 from grappe.store.db import Store
 from grappe.store.tables import utcnow
@@ -37,6 +38,7 @@ def _project_view(s: Any, row: Any, now: datetime) -> dict[str, Any]:
             "eur": round(bal.usage.eur, 4),
             "kg_co2": round(bal.usage.kg_co2, 6),
             "jobs": bal.usage.jobs,
+            "tokens": store_gw.tokens_used(s, row.id),
         },
         "left": {
             "gpu_hours": round(bal.gpu_hours_left, 6),
@@ -127,7 +129,7 @@ def get_project(store: Store, actor: Principal, name: str) -> dict[str, Any]:
 
 
 def usage_report(store: Store, actor: Principal, project: str | None = None) -> dict[str, Any]:
-    """Usage by project and site, and each visible project's balance."""
+    """Usage by project and site, tokens by project and model, and each project's balance."""
     now = utcnow()
     with store.session() as s:
         if project is not None and not actor.can_see(project):
@@ -137,6 +139,7 @@ def usage_report(store: Store, actor: Principal, project: str | None = None) -> 
         ids = [r.id for r in rows]
         return {
             "by_site": repo.usage_by_project_site(s, ids, None),
+            "by_model": store_gw.token_usage(s, ids),
             "projects": [_project_view(s, r, now) for r in rows],
         }
 

@@ -362,3 +362,84 @@ class QuantumResultRow(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     result: Mapped[dict[str, Any]]
     recorded_at: Mapped[datetime]
+
+
+class ApiKeyRow(Base):
+    """A project's key to the OpenAI-compatible gateway; only its SHA-256 hash is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class ModelDeploymentRow(Base):
+    """A model the gateway serves: in-process (``local``) or through replicas (``replicas``)."""
+
+    __tablename__ = "model_deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), unique=True)
+    engine: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str | None] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(String(16), default="chat")  # chat or embedding
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class ModelReplicaRow(Base):
+    """One OpenAI-compatible server behind a deployment: registered by URL or a service job."""
+
+    __tablename__ = "model_replicas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(
+        ForeignKey("model_deployments.id", ondelete="CASCADE")
+    )
+    url: Mapped[str] = mapped_column(Text)
+    upstream_model: Mapped[str | None] = mapped_column(String(256))
+    site: Mapped[str | None] = mapped_column(String(64))
+    jurisdiction: Mapped[str] = mapped_column(String(16))
+    healthy: Mapped[bool] = mapped_column(default=False)
+    checked_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+
+
+class ModelPolicyRow(Base):
+    """A project's terms for models: a token budget and the jurisdiction its requests stay in."""
+
+    __tablename__ = "model_policies"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    token_budget: Mapped[int | None] = mapped_column(BigInteger)
+    jurisdiction: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[datetime]
+
+
+class TokenUsageRow(Base):
+    """Tokens a project used with one model on one UTC day, beside its GPU-hours."""
+
+    __tablename__ = "token_usage"
+    __table_args__ = (
+        UniqueConstraint("project_id", "model", "day", name="uq_token_usage_project_model_day"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(128))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, UTC
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
