@@ -166,3 +166,44 @@ def test_a_member_runs_a_bell_circuit_and_sees_its_histogram(
     assert json.loads(saved.read_text())["counts"] == counts
     page.goto("/quantum")
     assert "bell-in-the-browser" in page.inner_text("#task-rows")
+
+
+def test_a_member_makes_a_key_and_chats_with_a_streamed_answer(
+    page: Any,  # noqa: F811
+    server: Server,
+    tmp_path: Path,
+) -> None:
+    from tests.tiny_lm import build_tiny_lm
+
+    tiny = build_tiny_lm(tmp_path / "tiny")
+    with server.api() as api:
+        deployed = api.post("/models/deployments", json={"model": "tiny", "path": str(tiny)})
+        assert deployed.status_code == 201, deployed.text
+    sign_in(page, user(server, "mira"))
+    page.click('nav a[data-page="models"]')
+    assert page.get_attribute('.model[data-model="all-MiniLM-L6-v2"]', "data-served") == "true"
+    # A wrong key is refused by /v1 and the playground says so.
+    page.fill("#chat-key", "grpk_wrong")
+    page.fill("#chat-message", "hello world")
+    page.click("#chat-send")
+    problem = page.locator("#chat-problem")
+    problem.wait_for()
+    assert "not valid" in problem.inner_text()
+    page.fill("#key-form input[name=name]", "playground")
+    page.click("#make-key")
+    assert page.locator("#new-key").inner_text().startswith("grpk_")
+    assert page.input_value("#chat-key") == page.locator("#new-key").inner_text()
+    page.select_option("#chat-model", "tiny")
+    page.fill("#chat-message", "hello world")
+    page.click("#chat-send")
+    answer = page.locator(".chat-assistant")
+    answer.wait_for()
+    page.wait_for_selector(".chat-assistant:not([data-streaming])", timeout=60_000)
+    assert answer.inner_text().strip(), "the model answered nothing"
+    assert page.locator(".chat-user").inner_text() == "hello world"
+    assert page.locator("#chat-problem").is_hidden()
+    shot(page, "models")
+    # The secret was shown once: the list names the key, never its secret.
+    secret = page.input_value("#chat-key")
+    page.goto("/models")
+    assert "playground" in page.inner_text("#keys") and secret not in page.content()

@@ -27,6 +27,7 @@ PAGE_MODULES = (
     "operator",
     "data",
     "quantum",
+    "models",
 )
 STATIC = Path(__file__).parent / "static"
 

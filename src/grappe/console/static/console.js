@@ -147,10 +147,87 @@ document.addEventListener("click", (ev) => {
   goToLine(textarea, Number(link.dataset.line));
 });
 
+// The chat playground: the conversation goes to /v1 with the member's project key and the
+// answer is read from the server-sent events as they come, as any OpenAI client would.
+function chatPlayground(form) {
+  const log = document.getElementById("chat-log");
+  const problem = document.getElementById("chat-problem");
+  const message = document.getElementById("chat-message");
+  let messages = [];
+  function bubble(role, text) {
+    const item = document.createElement("p");
+    item.className = "chat-" + role;
+    item.dataset.role = role;
+    item.textContent = text;
+    log.appendChild(item);
+    return item;
+  }
+  document.getElementById("chat-clear").addEventListener("click", () => {
+    messages = []; log.textContent = ""; problem.hidden = true;
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const text = message.value.trim();
+    if (!text) return;
+    problem.hidden = true;
+    messages.push({ role: "user", content: text });
+    bubble("user", text);
+    message.value = "";
+    const answer = bubble("assistant", "");
+    answer.dataset.streaming = "true";
+    const send = document.getElementById("chat-send");
+    send.disabled = true;
+    try {
+      const resp = await fetch(form.dataset.endpoint, {
+        method: "POST",
+        headers: { "Content-Type": "application/json",
+                   "Authorization": "Bearer " + document.getElementById("chat-key").value.trim() },
+        body: JSON.stringify({ model: document.getElementById("chat-model").value,
+                               messages, stream: true, max_tokens: 64 }),
+      });
+      if (!resp.ok) {
+        const body = await resp.json().catch(() => ({}));
+        throw new Error((body.error && body.error.message) || resp.statusText);
+      }
+      const reader = resp.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const line = buffer.slice(0, cut).trim();
+          buffer = buffer.slice(cut + 2);
+          if (!line.startsWith("data:")) continue;
+          const data = line.slice(5).trim();
+          if (data === "[DONE]") continue;
+          const event = JSON.parse(data);
+          if (event.error) throw new Error(event.error.message);
+          const delta = event.choices && event.choices[0] && event.choices[0].delta;
+          if (delta && delta.content) answer.textContent += delta.content;
+        }
+      }
+      messages.push({ role: "assistant", content: answer.textContent });
+    } catch (e) {
+      messages.pop();
+      answer.remove();
+      problem.textContent = e.message;
+      problem.hidden = false;
+    } finally {
+      delete answer.dataset.streaming;
+      send.disabled = false;
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-refresh]").forEach(
     (el) => refreshEvery(el, Number(el.dataset.every || 3000)));
   const logs = document.querySelector("#logs[data-events]");
   if (logs) followJob(logs);
   document.querySelectorAll(".editor[data-check]").forEach(checkAsTyped);
+  const chat = document.getElementById("chat-form");
+  if (chat) chatPlayground(chat);
 });
