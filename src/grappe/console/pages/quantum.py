@@ -58,7 +58,7 @@ def my_tasks(ctx: Ctx) -> list[dict[str, Any]]:
     """
     sites = quantum_sites(ctx)
     found = []
-    for job in jobs.list_jobs(ctx.factory, ctx.principal, limit=500):
+    for job in jobs.list_jobs(ctx.factory, ctx.principal, limit=200):
         if job["site"] is None:
             spec = jobs.get_job(ctx.factory, ctx.principal, job["id"]).get("spec") or {}
             if not spec.get("quantum"):
