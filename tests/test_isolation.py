@@ -62,6 +62,7 @@ ROUTES: dict[str, str] = {
     "POST /api/v1/projects/{name}/members": OPERATOR,
     "GET /api/v1/usage": SCOPED,
     "POST /api/v1/users": OPERATOR,
+    "GET /api/v1/audit": OPERATOR,
     "POST /api/v1/tokens": SCOPED,
     "GET /api/v1/site-accounts": SCOPED,
     "POST /api/v1/site-accounts": MEMBER,
@@ -411,6 +412,7 @@ OPERATOR_CALLS: dict[str, Call] = {
     "POST /api/v1/quantum/allocations": api(
         "POST", "/api/v1/quantum/allocations", json={"project": "zeta", "shots": 0}
     ),
+    "GET /api/v1/audit": api("GET", "/api/v1/audit?action=data."),
     "GET /operator": page("GET", "/operator"),
     "POST /operator/projects/{name}/allocate": page(
         "POST",

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     max_dataset_file_bytes: int = Field(default=1024**3, gt=0)
     # Seed the catalog with the small open datasets that installed packages ship (first start).
     seed_datasets: bool = True
+    # Any other request body (JSON) may be this large; more is refused with 413 before it is read.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    # Failed authentications one client address may make in a minute before it gets 429 (0: off).
+    auth_failures_per_minute: int = Field(default=30, ge=0)
 
     @property
     def store_url(self) -> str:

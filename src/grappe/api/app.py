@@ -11,14 +11,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grappe import __version__, console
-from grappe.api import data, jobs, projects, sites
+from grappe.api import audit, data, jobs, projects, sites
 from grappe.api import quantum as quantum_api
+from grappe.api.limits import AuthFailures, BodyLimit, body_limit
 from grappe.runtime import Factory
 from grappe.scheduler.loop import Scheduler
 from grappe.services.errors import ServiceError
 from grappe.spec.errors import problems_from_validation
-
-MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -50,29 +49,16 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.state.factory = factory
     app.state.scheduler = scheduler
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        limit = (
-            factory.settings.max_upload_bytes
-            if request.url.path.endswith("/uploads")
-            else factory.settings.max_dataset_file_bytes
-            if request.url.path.startswith("/api/v1/datasets/") and request.method == "PUT"
-            else MAX_BODY_BYTES
-        )
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse(
-                status_code=413,
-                content=error_body(
-                    "too_large", f"the request body is over {limit} bytes; send less"
-                ),
-            )
-        return await call_next(request)
+    settings = factory.settings
+    app.add_middleware(BodyLimit, limit_for=lambda path, method: body_limit(settings, path, method))
+    app.state.auth_failures = AuthFailures(settings.auth_failures_per_minute)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse(
-            status_code=exc.status, content=error_body(exc.code, exc.message, **exc.detail)
+            status_code=exc.status,
+            content=error_body(exc.code, exc.message, **exc.detail),
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -85,7 +71,9 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(
             status_code=exc.status_code,
             content=error_body(code, str(exc.detail)),
@@ -97,6 +85,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(projects.router, prefix="/api/v1")
     app.include_router(data.router, prefix="/api/v1")
     app.include_router(quantum_api.router, prefix="/api/v1")
+    app.include_router(audit.router, prefix="/api/v1")
     console.install(app)  # the web console at /, over the same services
     return app
 

@@ -146,6 +146,12 @@ async def upload(request: Request, factory: FactoryDep, me: PrincipalDep) -> dic
                 for member in tar:
                     if member.name.startswith("/") or ".." in member.name.split("/"):
                         raise Invalid("body", member.name, "archive members must stay inside it")
+                    try:  # links out of the tree, device files
+                        tarfile.data_filter(member, "/upload")
+                    except tarfile.FilterError as exc:
+                        raise Invalid(
+                            "body", member.name, f"archive members must stay inside it ({exc})"
+                        ) from None
         except (tarfile.TarError, EOFError, OSError):
             raise Invalid("body", f"{size} bytes", "send a gzip-compressed tar archive") from None
         sha = digest.hexdigest()
