@@ -439,6 +439,18 @@ def route_keys(app: Any) -> set[str]:
 # ------------------------------------------------------------------ the world of two projects
 
 
+def module_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Any
+) -> tuple[Path, str]:
+    """A folder and a store URL for a module's world: SQLite, or a new PostgreSQL database."""
+    tmp: Path = tmp_path_factory.mktemp(f"{request.module.__name__}-{request.param}")
+    if request.param == "sqlite":
+        return tmp, f"sqlite:///{tmp / 'grappe.db'}"
+    if postgres is None:
+        missing("PostgreSQL could not be started")
+    return tmp, postgres.create_database()
+
+
 def _wait(z: Zeta, job_id: int, states: set[str]) -> None:
     deadline = time.monotonic() + 60
     while z.job_state(job_id) not in states:
@@ -451,13 +463,7 @@ def _wait(z: Zeta, job_id: int, states: set[str]) -> None:
 def zeta(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Any
 ) -> Iterator[Zeta]:
-    tmp: Path = tmp_path_factory.mktemp(f"iso-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'grappe.db'}"
-    else:
-        if postgres is None:
-            missing("PostgreSQL could not be started")
-        url = postgres.create_database()
+    tmp, url = module_store(request, tmp_path_factory, postgres)
     try:
         import qiskit_aer  # noqa: F401
     except ImportError:

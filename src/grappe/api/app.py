@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grappe import __version__, console
@@ -22,6 +24,36 @@ from grappe.spec.errors import problems_from_validation
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="not_found, invalid, forbidden, too_large, rate_limited…")
+    message: str = Field(description="what is wrong and how to fix it")
+    problems: list[dict[str, Any]] | None = Field(
+        default=None, description="each field at fault: field, value, message"
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: ErrorDetail
+
+
+# Declared for every operation, so clients (and the fuzzing tests) know every answer.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "the request cannot be served as asked"),
+        (401, "no token, or not a valid one"),
+        (403, "the caller's role or project may not do this"),
+        (404, "no such thing, or it belongs to a project the caller is not in"),
+        (409, "the thing is not in a state that allows this"),
+        (413, "the body is over its size limit"),
+        (422, "a field is not valid: the problems name each one"),
+        (429, "too many failed authentications from this address; see Retry-After"),
+    )
+}
 
 
 def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
@@ -45,6 +77,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
         docs_url="/api/v1/docs",
         redoc_url=None,
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.factory = factory
     app.state.scheduler = scheduler
@@ -67,6 +100,19 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
         message = "; ".join(f"{p['field'] or '(body)'}: {p['message']}" for p in problems)
         return JSONResponse(
             status_code=422, content=error_body("invalid", message, problems=problems)
+        )
+
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def unstorable(_: Request, exc: Exception) -> JSONResponse:
+        # A value no store column or date can hold: the client's mistake, not a crash.
+        return JSONResponse(
+            status_code=422,
+            content=error_body(
+                "invalid",
+                "a value sent cannot be stored or looked up (a NUL character, or a number "
+                "or duration out of range); send smaller numbers and plain text",
+            ),
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -73,7 +73,16 @@ def attempt_marker(attempt: int) -> bytes:
     return f"\n--- grappe: attempt {attempt} ---\n".encode()
 
 
-@router.get("/jobs/{job_id}/logs")
+@router.get(
+    "/jobs/{job_id}/logs",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "the output; X-Job-State and X-Job-Attempt say where the job is",
+        }
+    },
+)
 def logs(
     job_id: int,
     factory: FactoryDep,
