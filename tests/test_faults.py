@@ -1,4 +1,4 @@
-"""Faults: the control plane killed under load, a full disk, two schedulers at once.
+"""Faults: the control plane killed under load, a full disk, two schedulers, a Ray restart.
 
 A Slurm controller that stops and returns is tested in test_federation.py
 (``test_the_slurm_controller_going_away_mid_run_loses_no_job``) and
@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -28,6 +30,8 @@ from grappe.scheduler.loop import Scheduler, TickReport
 from grappe.scheduler.policies import policy
 from grappe.store.tables import JobEventRow
 from tests.conftest import POSTGRES_ERROR, local_site, missing, open_world
+from tests.fixtures_ray import DEPLOY as RAY_DEPLOY
+from tests.fixtures_ray import NETNS_HINT, RayCluster, only_loopback, quiet_port
 from tests.test_e2e import TERMINAL, Server, start_server, wait_for  # noqa: F401 -- fixture
 
 pytestmark = pytest.mark.integration
@@ -236,3 +240,65 @@ def test_two_schedulers_at_once_never_dispatch_a_job_twice(tmp_path: Path, postg
         assert led.count(True) == 1
     finally:
         world.factory.close()
+
+
+# ------------------------------------------------------------------ a Ray head restarts
+
+
+def test_a_ray_head_that_restarts_loses_no_job(tmp_path: Path) -> None:
+    if not only_loopback():
+        missing(NETNS_HINT)
+    try:
+        import ray.job_submission  # noqa: F401
+    except ImportError as exc:
+        missing(f"Ray is not installed ({exc}): pip install -e '.[test]'")
+    state = Path(tempfile.mkdtemp(prefix="grappe-rr-", dir="/tmp"))  # short: socket paths
+    dashboard = quiet_port()
+    ports = [str(dashboard), str(quiet_port(avoid=dashboard))]
+    env = {**os.environ, "GRAPPE_RAY_BIN": str(Path(sys.executable).parent / "ray")}
+
+    def up() -> str:
+        done = subprocess.run(
+            ["bash", str(RAY_DEPLOY / "up.sh"), str(state), *ports],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=env,
+        )
+        if done.returncode != 0:
+            missing(f"deploy/dev/ray/up.sh failed: {(done.stdout + done.stderr)[-2000:]}")
+        return done.stdout.strip().splitlines()[-1]
+
+    def down() -> None:
+        subprocess.run(["bash", str(RAY_DEPLOY / "down.sh"), str(state)], capture_output=True)
+
+    cluster = RayCluster(address=up(), state=state)
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", sites=[cluster.site()])
+    try:
+        admin = world.client()
+
+        def submit(run: str, **extra: Any) -> int:
+            spec = {"name": "on-ray", "run": run, "max_runtime": "5m", **extra}
+            resp = admin.post("/api/v1/jobs", json=spec)
+            assert resp.status_code == 201, resp.text
+            return int(resp.json()["id"])
+
+        running = submit("sleep 8; echo survived", retries=1)
+        world.run_until(running, {"RUNNING"}, timeout=60)
+        down()  # the head goes away with the job it ran
+        waiting = submit("echo after the restart")
+        for _ in range(3):
+            world.tick()  # passes go on while the site is away
+        assert admin.get(f"/api/v1/jobs/{waiting}").json()["state"] in ("PENDING", "SUBMITTED")
+        up()  # the same head, on the same ports, with none of its jobs
+        after = world.run_until(waiting, TERMINAL, timeout=120)
+        assert after["state"] == "SUCCEEDED", after
+        assert "after the restart" in admin.get(f"/api/v1/jobs/{waiting}/logs").text
+        lost = world.run_until(running, TERMINAL, timeout=120)
+        # The job the head forgot is run again within its retry budget, and ends once.
+        assert lost["state"] == "SUCCEEDED" and lost["attempt"] == 2, lost
+        assert "survived" in admin.get(f"/api/v1/jobs/{running}/logs").text
+    finally:
+        world.factory.close()
+        down()
+        shutil.rmtree(state, ignore_errors=True)
