@@ -26,6 +26,8 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from grappe.backends.local import LocalBackend
+from grappe.domain.jobs import JobState
 from grappe.scheduler.loop import Scheduler, TickReport
 from grappe.scheduler.policies import policy
 from grappe.store.tables import JobEventRow
@@ -33,6 +35,7 @@ from tests.conftest import POSTGRES_ERROR, local_site, missing, open_world
 from tests.fixtures_ray import DEPLOY as RAY_DEPLOY
 from tests.fixtures_ray import NETNS_HINT, RayCluster, only_loopback, quiet_port
 from tests.test_e2e import TERMINAL, Server, start_server, wait_for  # noqa: F401 -- fixture
+from tests.test_local_backend import launch, make_site, wait_for_terminal
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +305,39 @@ def test_a_ray_head_that_restarts_loses_no_job(tmp_path: Path) -> None:
         world.factory.close()
         down()
         shutil.rmtree(state, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ killed before the runner
+
+
+def test_a_control_plane_killed_before_the_runner_started_runs_the_job_once(
+    tmp_path: Path,
+) -> None:
+    """The one moment a kill -9 used to fail a job: its files written, its runner not started."""
+    root = tmp_path / "site"
+    ledger = tmp_path / "ledger"
+    job = launch("31", f"echo ran >> {ledger}")
+    before = LocalBackend(make_site(), root)
+
+    def killed(attempt_dir: Path) -> Any:
+        raise KeyboardInterrupt  # where the kill landed: nothing after this ran
+
+    before._start_runner = killed  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        before.submit(job)
+    attempt = root / "31" / "1"
+    past_grace = time.time() - 120
+    os.utime(attempt, (past_grace, past_grace))
+    after = LocalBackend(make_site(), root)  # the restarted control plane
+    handle = after.find("31", 1)
+    assert handle is not None
+    status = wait_for_terminal(after, handle)
+    assert status.state == JobState.SUCCEEDED, status
+    # A late first runner finds the attempt claimed and leaves: the job ran once.
+    late = subprocess.run(
+        [sys.executable, "-m", "grappe.backends.local_runner", str(attempt)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+        timeout=30,
+    )
+    assert late.returncode == 0
+    assert ledger.read_text() == "ran\n"
