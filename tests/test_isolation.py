@@ -36,7 +36,7 @@ from tests.test_quantum_e2e import BELL, quantum_site
 MARK = "zeta"  # every name of project B contains it; A's answers must not
 PUBLIC, MEMBER, SCOPED, OPERATOR = "public", "member", "scoped", "operator"
 
-# Every route of the app, by "METHOD path". The lead adds new routes here with their class.
+# Every route of the app, by "METHOD path": a new route is added here with its class.
 ROUTES: dict[str, str] = {
     # API documents and health
     "GET /api/v1/openapi.json": PUBLIC,
