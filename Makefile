@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: up test install install-test deps-system lint bench clean screenshots
+.PHONY: up test install install-test deps-system lint bench clean screenshots bench-load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,11 @@ bench: install
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/sim.py --trace $(TRACE) --fed "$(FED)" --load $(LOAD)
+
+# Load: JOBS submissions from CLIENTS clients to one `grappe up` on SQLite, then to two
+# replicas on one PostgreSQL; every id checked (docs/reliability.md has the figures).
+JOBS    ?= 10000
+CLIENTS ?= 50
+
+bench-load: install-test
+	deploy/dev/isolated.sh $(BIN)/python bench/load.py --jobs $(JOBS) --clients $(CLIENTS)

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     seed_datasets: bool = True
     # How often the models gateway checks its replicas' health and writes the token ledger.
     gateway_health_interval_s: float = Field(default=2.0, gt=0)
+    # Any other request body (JSON) may be this large; more is refused with 413 before it is read.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    # Failed authentications one client address may make in a minute before it gets 429 (0: off).
+    auth_failures_per_minute: int = Field(default=30, ge=0)
 
     @property
     def store_url(self) -> str:

@@ -8,25 +8,56 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grappe import __version__, console
-from grappe.api import data, jobs, projects, sites
+from grappe.api import audit, data, jobs, projects, sites
 from grappe.api import keys as keys_api
 from grappe.api import models as models_api
 from grappe.api import openai as openai_api
 from grappe.api import quantum as quantum_api
+from grappe.api.limits import AuthFailures, BodyLimit, body_limit
 from grappe.gateway.service import Gateway
 from grappe.runtime import Factory
 from grappe.scheduler.loop import Scheduler
 from grappe.services.errors import ServiceError
 from grappe.spec.errors import problems_from_validation
 
-MAX_BODY_BYTES = 2 * 1024 * 1024
-
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="not_found, invalid, forbidden, too_large, rate_limited…")
+    message: str = Field(description="what is wrong and how to fix it")
+    problems: list[dict[str, Any]] | None = Field(
+        default=None, description="each field at fault: field, value, message"
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: ErrorDetail
+
+
+# Declared for every operation, so clients (and the fuzzing tests) know every answer.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "the request cannot be served as asked"),
+        (401, "no token, or not a valid one"),
+        (403, "the caller's role or project may not do this"),
+        (404, "no such thing, or it belongs to a project the caller is not in"),
+        (409, "the thing is not in a state that allows this"),
+        (413, "the body is over its size limit"),
+        (422, "a field is not valid: the problems name each one"),
+        (429, "too many failed authentications from this address; see Retry-After"),
+    )
+}
 
 
 def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
@@ -52,34 +83,22 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
         docs_url="/api/v1/docs",
         redoc_url=None,
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.factory = factory
     app.state.scheduler = scheduler
     app.state.gateway = Gateway(factory, factory.settings.gateway_health_interval_s)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        limit = (
-            factory.settings.max_upload_bytes
-            if request.url.path.endswith("/uploads")
-            else factory.settings.max_dataset_file_bytes
-            if request.url.path.startswith("/api/v1/datasets/") and request.method == "PUT"
-            else MAX_BODY_BYTES
-        )
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse(
-                status_code=413,
-                content=error_body(
-                    "too_large", f"the request body is over {limit} bytes; send less"
-                ),
-            )
-        return await call_next(request)
+    settings = factory.settings
+    app.add_middleware(BodyLimit, limit_for=lambda path, method: body_limit(settings, path, method))
+    app.state.auth_failures = AuthFailures(settings.auth_failures_per_minute)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse(
-            status_code=exc.status, content=error_body(exc.code, exc.message, **exc.detail)
+            status_code=exc.status,
+            content=error_body(exc.code, exc.message, **exc.detail),
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -90,9 +109,24 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
             status_code=422, content=error_body("invalid", message, problems=problems)
         )
 
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def unstorable(_: Request, exc: Exception) -> JSONResponse:
+        # A value no store column or date can hold: the client's mistake, not a crash.
+        return JSONResponse(
+            status_code=422,
+            content=error_body(
+                "invalid",
+                "a value sent cannot be stored or looked up (a NUL character, or a number "
+                "or duration out of range); send smaller numbers and plain text",
+            ),
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(
             status_code=exc.status_code,
             content=error_body(code, str(exc.detail)),
@@ -107,6 +141,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(keys_api.router, prefix="/api/v1")
     app.include_router(models_api.router, prefix="/api/v1")
     app.include_router(openai_api.router)  # /v1: the OpenAI-compatible gateway
+    app.include_router(audit.router, prefix="/api/v1")
     console.install(app)  # the web console at /, over the same services
     return app
 

@@ -89,7 +89,16 @@ async def upload(
         )
 
 
-@router.get("/datasets/{sector}/{name}/files/{filename:path}")
+@router.get(
+    "/datasets/{sector}/{name}/files/{filename:path}",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "description": "the file; X-SHA256 and X-Dataset-Version say which",
+        }
+    },
+)
 def download(
     sector: str,
     name: str,

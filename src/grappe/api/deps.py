@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from grappe.api.limits import client_address
 from grappe.runtime import Factory
 from grappe.services.auth import Principal, authenticate
 
@@ -22,7 +23,12 @@ def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     token = credentials.credentials if credentials else None
-    return authenticate(get_factory(request).store, token)
+    if token is None:  # nothing guessed: a plain 401, not counted
+        return authenticate(get_factory(request).store, token)
+    failures = request.app.state.auth_failures
+    return failures.guard(  # type: ignore[no-any-return]
+        client_address(request), lambda: authenticate(get_factory(request).store, token)
+    )
 
 
 FactoryDep = Annotated[Factory, Depends(get_factory)]

@@ -73,7 +73,16 @@ def attempt_marker(attempt: int) -> bytes:
     return f"\n--- grappe: attempt {attempt} ---\n".encode()
 
 
-@router.get("/jobs/{job_id}/logs")
+@router.get(
+    "/jobs/{job_id}/logs",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "the output; X-Job-State and X-Job-Attempt say where the job is",
+        }
+    },
+)
 def logs(
     job_id: int,
     factory: FactoryDep,
@@ -146,6 +155,12 @@ async def upload(request: Request, factory: FactoryDep, me: PrincipalDep) -> dic
                 for member in tar:
                     if member.name.startswith("/") or ".." in member.name.split("/"):
                         raise Invalid("body", member.name, "archive members must stay inside it")
+                    try:  # links out of the tree, device files
+                        tarfile.data_filter(member, "/upload")
+                    except tarfile.FilterError as exc:
+                        raise Invalid(
+                            "body", member.name, f"archive members must stay inside it ({exc})"
+                        ) from None
         except (tarfile.TarError, EOFError, OSError):
             raise Invalid("body", f"{size} bytes", "send a gzip-compressed tar archive") from None
         sha = digest.hexdigest()

@@ -11,6 +11,7 @@ from grappe.api.deps import FactoryDep, PrincipalDep
 from grappe.services import accounts, auth, projects
 
 router = APIRouter(tags=["projects"])
+MAX_DAYS = 100 * 366  # a period beyond a century is a typo, and overflows dates
 
 
 class ProjectCreate(BaseModel):
@@ -19,7 +20,7 @@ class ProjectCreate(BaseModel):
     name: str
     gpu_hours: float = Field(ge=0)
     cpu_hours: float = Field(default=0.0, ge=0)
-    days: int = Field(default=projects.DEFAULT_PERIOD_DAYS, ge=1)
+    days: int = Field(default=projects.DEFAULT_PERIOD_DAYS, ge=1, le=MAX_DAYS)
     description: str = ""
     priority: int = Field(default=0, ge=-100, le=100)
     members: list[str] = Field(default_factory=list)
@@ -30,7 +31,7 @@ class AllocationCreate(BaseModel):
 
     gpu_hours: float = Field(ge=0)
     cpu_hours: float = Field(default=0.0, ge=0)
-    days: int = Field(default=projects.DEFAULT_PERIOD_DAYS, ge=1)
+    days: int = Field(default=projects.DEFAULT_PERIOD_DAYS, ge=1, le=MAX_DAYS)
 
 
 class MemberAdd(BaseModel):

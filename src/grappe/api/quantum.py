@@ -35,7 +35,7 @@ class SessionBody(BaseModel):
     project: str
     backend: str
     starts: datetime | None = Field(default=None, description="ISO 8601; now if unset")
-    minutes: int = 60
+    minutes: int = Field(default=60, ge=1, le=366 * 24 * 60)
 
 
 class AllocationBody(BaseModel):
@@ -44,7 +44,7 @@ class AllocationBody(BaseModel):
     project: str
     shots: int = 0
     seconds: float = 0.0
-    days: int = 30
+    days: int = Field(default=30, ge=1, le=100 * 366)
 
 
 @router.get("/backends")

@@ -37,6 +37,7 @@ from grappe.backends.staging import StagingFailed, stage_local
 from grappe.domain.jobs import JobState
 from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
 
+PREPARED_FILE = "prepared"  # the attempt's files are all written: a runner may start it
 SUBMIT_GRACE_S = 30.0  # how long an attempt may wait for its runner to report in
 CANCEL_WAIT_S = 10.0  # how long cancel waits for the runner to stop the job
 VANISHED = "the local runner vanished without an exit status"
@@ -140,6 +141,7 @@ class LocalBackend:
             self._active[handle] = _Active.of(asdict(launch), indices, _now())
         try:
             self._prepare(launch, attempt_dir, indices)
+            (attempt_dir / PREPARED_FILE).touch()
             child = self._start_runner(attempt_dir)
         except SubmitRejected:
             self._discard(handle, attempt_dir)
@@ -228,10 +230,25 @@ class LocalBackend:
         if runner is None and (young or self._child_running(handle)):
             self._remember(handle, attempt_dir, None)
             return Status(JobState.SUBMITTED)
+        if runner is None and self._never_claimed(attempt_dir):
+            # The control plane died between preparing the attempt and starting its
+            # runner: nothing of the job ran. Start the runner now (a slow first one, if
+            # any, finds the attempt claimed and leaves).
+            os.utime(attempt_dir)  # a new grace period for the new runner
+            child = self._start_runner(attempt_dir)
+            with self._lock:
+                self._children[handle] = child
+            self._remember(handle, attempt_dir, None)
+            return Status(JobState.SUBMITTED)
         # The runner died without a verdict (a reboot, a kill -9): end what it left.
         lr.kill_orphans(runner)
         self._settle(attempt_dir, "FAILED", VANISHED, runner)
         return self._exit_status(handle, attempt_dir) or Status(JobState.FAILED, VANISHED)
+
+    @staticmethod
+    def _never_claimed(attempt_dir: Path) -> bool:
+        """Prepared whole and no runner ever took it."""
+        return (attempt_dir / PREPARED_FILE).exists() and not (attempt_dir / lr.CLAIM_FILE).exists()
 
     def _exit_status(self, handle: str, attempt_dir: Path) -> Status | None:
         data = lr.read_json(attempt_dir / lr.EXIT_FILE)

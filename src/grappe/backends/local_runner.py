@@ -28,6 +28,9 @@ LAUNCH_FILE = "launch.json"
 RUNNER_FILE = "runner.json"
 EXIT_FILE = "exit.json"
 CANCEL_FILE = "cancel"
+# Created (exclusively) by the one runner that starts the attempt: a second runner, started
+# by a control plane that thought the first never came, leaves at once.
+CLAIM_FILE = "claimed"
 LOG_FILE = "output.log"
 SCRIPT_FILE = "job.sh"
 WORK_DIR = "work"
@@ -221,6 +224,10 @@ class Runner:
         """Start the job, supervise it, and record how it ended."""
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            os.close(os.open(self.dir / CLAIM_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return 0  # another runner has this attempt
         launch = read_json(self.dir / LAUNCH_FILE)
         if launch is None:
             return self.finish("FAILED", None, "the local runner found no readable launch.json")

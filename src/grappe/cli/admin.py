@@ -224,3 +224,35 @@ def accounts_ls(as_json: JsonOpt = False) -> None:
 def accounts_rm(site: Annotated[str, typer.Argument(help="The site.")]) -> None:
     """Forget your account on a site (and its key)."""
     guard(lambda: out.print(f"removed: {Client().request('DELETE', f'/site-accounts/{site}')}"))
+
+
+def audit(
+    action: Annotated[
+        str | None, typer.Option("--action", "-a", help="Only actions starting with this.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who did what and when: the audit log (operators)."""
+
+    def go() -> None:
+        data = Client().get("/audit", limit=limit, action=action)
+        if as_json:
+            print_json(data)
+            return
+        table(
+            None,
+            ["WHEN", "WHO", "ACTION", "TARGET", "DETAIL"],
+            [
+                [
+                    e["at"][:19].replace("T", " "),
+                    e["actor"],
+                    e["action"],
+                    e["target"],
+                    ", ".join(f"{k}={v}" for k, v in sorted(e["detail"].items())),
+                ]
+                for e in data
+            ],
+        )
+
+    guard(go)

@@ -453,6 +453,7 @@ def whoami() -> None:
 
 # Registered last so that `grappe --help` lists the job commands first.
 app.command()(admin.usage)
+app.command()(admin.audit)
 app.command()(sim)
 app.command("serve")(serve_model)
 

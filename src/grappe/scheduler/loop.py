@@ -201,6 +201,13 @@ def _launch(factory: Factory, row: JobRow) -> Launch:
     )
 
 
+def _not_taken_yet(factory: Factory, job_id: int, site: str, exc: Exception) -> None:
+    """Say on the job why its site has not taken it (a full disk, an engine away)."""
+    with factory.store.session() as s:
+        reason = f"released to {site}, which has not taken it yet: {exc}; tried again"
+        repo.set_job_fields(s, job_id, reason=reason[:500])
+
+
 def _recover(factory: Factory, row: JobRow, now: datetime) -> None:
     """A job marked SUBMITTED whose handle was never stored: find it at its site, or submit it."""
     backend = factory.backends.get(row.site or "")
@@ -239,6 +246,7 @@ def reconcile(factory: Factory, clock: Clock, report: TickReport, only: int | No
                 log.warning(
                     "site %s unavailable while recovering job %s: %s", row.site, row.id, exc
                 )
+                _not_taken_yet(factory, row.id, row.site or "", exc)
             continue
         by_site.setdefault(row.site or "", []).append(row)
     for site, site_rows in by_site.items():
@@ -358,6 +366,7 @@ def _dispatch(factory: Factory, row: JobRow, cand: Candidate, now: datetime) -> 
     except SiteUnavailable as exc:
         # The site may or may not hold it: reconcile asks again (find, then submit).
         log.warning("site %s unavailable while submitting job %s: %s", cand.site, row.id, exc)
+        _not_taken_yet(factory, row.id, cand.site, exc)
         return True
     with factory.store.session() as s:
         repo.set_job_fields(s, row.id, handle=handle)

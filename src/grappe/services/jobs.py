@@ -91,8 +91,12 @@ def plan(factory: Factory, actor: Principal, spec: JobSpec) -> dict[str, Any]:
     """Where the job would run now and why, without submitting it."""
     if spec.quantum is not None:
         spec = quantum_checks.checked(factory, actor, spec, plan=True)
-    only = next(iter(actor.projects)) if len(actor.projects) == 1 else ""
-    request = _request(factory, actor, spec, "plan", spec.project or only)
+    project = next(iter(actor.projects)) if len(actor.projects) == 1 else ""
+    if spec.project is not None:  # another project's plan would show its sites and accounts
+        with factory.store.session() as s:
+            known = repo.project_by_name(s, spec.project) is not None
+        project = resolve_project(actor, spec.project, known)
+    request = _request(factory, actor, spec, "plan", project)
     return place(request, factory.snapshots(), factory.gpus).as_dict()
 
 

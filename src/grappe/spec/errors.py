@@ -16,6 +16,9 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 MAX_SPEC_BYTES = 1_000_000
+# A spec nests a few levels and never needs aliases by the thousand: more is an attack.
+MAX_YAML_DEPTH = 64
+MAX_YAML_ALIASES = 1_000
 _TYPE_PARTS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
@@ -111,6 +114,7 @@ def load_yaml(text: str, source: str = "") -> Any:
             source,
         )
     try:
+        _check_shape(text, source)
         loader = yaml.SafeLoader(text)
         try:
             data = loader.get_single_data()
@@ -127,6 +131,31 @@ def load_yaml(text: str, source: str = "") -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError([Problem("", "", f"not valid YAML: {where}{problem}")], source) from None
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse deep nesting and many aliases from the event stream, before building anything.
+
+    The parser is iterative; building a deeply nested document is recursive and would crash.
+    """
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise SpecError(
+                    [Problem("", "", f"the document nests deeper than {MAX_YAML_DEPTH} levels")],
+                    source,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise SpecError(
+                    [Problem("", "", f"the document uses more than {MAX_YAML_ALIASES} aliases")],
+                    source,
+                )
 
 
 def _node_count(data: Any, limit: int = 100_001) -> int:

@@ -545,8 +545,11 @@ def audit(s: Session, actor: str, action: str, target: str = "", **detail: Any) 
     s.add(AuditRow(at=utcnow(), actor=actor, action=action, target=target, detail=detail))
 
 
-def audit_log(s: Session, limit: int = 100) -> list[AuditRow]:
-    return list(s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)))
+def audit_log(s: Session, limit: int = 100, action: str | None = None) -> list[AuditRow]:
+    query = select(AuditRow)
+    if action:
+        query = query.where(AuditRow.action.startswith(action, autoescape=True))
+    return list(s.scalars(query.order_by(AuditRow.id.desc()).limit(limit)))
 
 
 def take_lease(s: Session, name: str, holder: str, now: datetime, ttl_s: float) -> bool:

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from grappe.api.limits import client_address
 from grappe.console import i18n, nav
 from grappe.console.web import (
     SESSION_COOKIE,
@@ -66,8 +67,9 @@ async def signin(ctx: VisitorDep) -> Response:
     if not visit or not hmac.compare_digest(str(form.get("csrf", "")), csrf_for(visit)):
         return see_other(f"/signin?error=expired&next={quote(back)}")
     token = str(form.get("token", "")).strip()
+    failures = ctx.request.app.state.auth_failures
     try:
-        authenticate(ctx.factory.store, token)
+        failures.guard(client_address(ctx.request), lambda: authenticate(ctx.factory.store, token))
     except Unauthorized:
         return ctx.render(
             "signin.html", status=401, next=back, error="bad", visit_csrf=csrf_for(visit)
