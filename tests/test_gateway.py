@@ -32,7 +32,7 @@ def factory(start_server: Callable[..., Server]) -> Server:  # noqa: F811
 
 
 def client(server: Server, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=300)
 
 
 def new_key(server: Server, project: str = "demo", *options: str) -> str:
