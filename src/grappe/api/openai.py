@@ -9,9 +9,10 @@ official clients show them as they would any provider's.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from grappe.gateway.errors import GatewayError
@@ -40,7 +41,37 @@ class OpenAIEdge:
             response = await _answer(gateway, scope, receive)
         except GatewayError as exc:
             response = JSONResponse(exc.body(), exc.status, headers=exc.headers())
-        await response(scope, receive, send)
+        if isinstance(response, StreamingResponse):
+            await _stream(response, receive, send)
+        else:
+            await response(scope, receive, send)
+
+
+async def _stream(response: StreamingResponse, receive: Receive, send: Send) -> None:
+    """Send a stream's events as they come; stop, and close its source, if the client leaves.
+
+    One plain task watches for the disconnect (the server says nothing on a send to a
+    closed connection), cheaper than the task group a Starlette response starts.
+    """
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    gone = asyncio.ensure_future(receive())
+    body = response.body_iterator
+    try:
+        async for chunk in body:
+            if gone.done():
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        gone.cancel()
+        await body.aclose()  # type: ignore[attr-defined]  # its source charges what was sent
 
 
 async def _answer(gateway: Gateway, scope: Scope, receive: Receive) -> Response:
