@@ -1,67 +1,118 @@
 """The OpenAI-compatible API under ``/v1``: models, chat, completions and embeddings.
 
-Authenticated by a project's API key (``grappe keys create``); errors follow the
-OpenAI shape so the official clients show them as they would any provider's.
+Served by a plain ASGI layer in front of the rest of the API, so a request to a
+model pays for no router, validation or middleware it does not need (the
+gateway's overhead is measured by ``bench/gateway.py``). Authenticated by a
+project's API key (``grappe keys create``); errors follow the OpenAI shape so the
+official clients show them as they would any provider's.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+import asyncio
+from typing import Any
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from grappe.gateway.errors import GatewayError
 from grappe.gateway.service import Gateway
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+MAX_BODY_BYTES = 2 * 1024 * 1024
+TASKS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completion",
+    "/v1/embeddings": "embedding",
+}
 
 
-def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+class OpenAIEdge:
+    """ASGI middleware: ``/v1/…`` goes straight to the gateway, anything else to the app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        gateway: Gateway = scope["app"].state.gateway
+        try:
+            response = await _answer(gateway, scope, receive)
+        except GatewayError as exc:
+            response = JSONResponse(exc.body(), exc.status, headers=exc.headers())
+        if isinstance(response, StreamingResponse):
+            await _stream(response, receive, send)
+        else:
+            await response(scope, receive, send)
 
 
-def _token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
+async def _stream(response: StreamingResponse, receive: Receive, send: Send) -> None:
+    """Send a stream's events as they come; stop, and close its source, if the client leaves.
 
-
-def _error(exc: GatewayError) -> JSONResponse:
-    return JSONResponse(exc.body(), exc.status, headers=exc.headers())
-
-
-@router.get("/models")
-async def models(request: Request) -> Response:
-    """The models the key's project may call."""
-    gw = _gateway(request)
+    One plain task watches for the disconnect (the server says nothing on a send to a
+    closed connection), cheaper than the task group a Starlette response starts.
+    """
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    gone = asyncio.ensure_future(receive())
+    body = response.body_iterator
     try:
-        key = gw.key(_token(request))
-    except GatewayError as exc:
-        return _error(exc)
-    return JSONResponse({"object": "list", "data": gw.models(key)})
+        async for chunk in body:
+            if gone.done():
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        gone.cancel()
+        await body.aclose()  # type: ignore[attr-defined]  # its source charges what was sent
 
 
-async def _serve(request: Request, task: str) -> Response:
-    gw = _gateway(request)
-    try:
-        key = gw.key(_token(request))
-        return await gw.handle(task, await request.body(), key)
-    except GatewayError as exc:
-        return _error(exc)
+async def _answer(gateway: Gateway, scope: Scope, receive: Receive) -> Response:
+    path, method = scope["path"].rstrip("/"), scope["method"]
+    task = TASKS.get(path)
+    if path == "/v1/models" and method == "GET":
+        key = gateway.key(_token(scope))
+        return JSONResponse({"object": "list", "data": gateway.models(key)})
+    if task is None:
+        raise GatewayError(
+            404, f"no endpoint {method} {path}", "invalid_request_error", "not_found"
+        )
+    if method != "POST":
+        raise GatewayError(405, f"{path} takes POST", "invalid_request_error", "method_not_allowed")
+    key = gateway.key(_token(scope))
+    return await gateway.handle(task, await _body(receive), key)
 
 
-@router.post("/chat/completions")
-async def chat(request: Request) -> Response:
-    """A chat completion, streamed as server-sent events when ``stream`` is true."""
-    return await _serve(request, "chat")
+def _token(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
 
 
-@router.post("/completions")
-async def completions(request: Request) -> Response:
-    """A text completion, streamed when ``stream`` is true."""
-    return await _serve(request, "completion")
-
-
-@router.post("/embeddings")
-async def embeddings(request: Request) -> Response:
-    """Vectors for one text or a list of texts."""
-    return await _serve(request, "embedding")
+async def _body(receive: Receive) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message: dict[str, Any] = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError(400, "the client went away", "invalid_request_error")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise GatewayError(
+                413,
+                f"the request body is over {MAX_BODY_BYTES} bytes; send less",
+                "invalid_request_error",
+            )
+        parts.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(parts)
