@@ -191,3 +191,30 @@ def test_every_policy_runs_the_shared_pass_live_and_replayed(
     result = replay([job("A", 0, 4, 100), job("B", 1, 2, 50)], four_gpus(), name)
     assert calls[1:] and set(calls) == {name}
     assert summarise(result)["jobs"] == 2
+
+
+def test_cli_report_writes_markdown_and_plots(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from grappe.cli.main import app
+    from tests.test_sim import federation, write_trace
+
+    rows = [f"j{i},{i * 5},{1 + i % 4},{60 + 7 * i},{'ab'[i % 2]}" for i in range(40)]
+    trace = write_trace(tmp_path / "t.csv", rows)
+    out_dir = tmp_path / "report"
+    args = ["sim", "--trace", str(trace), "--federation", str(federation(tmp_path))]
+    policies = "grappe,fifo,backfill,las"
+    out = CliRunner().invoke(app, [*args, "--policy", policies, "--report", str(out_dir)])
+    assert out.exit_code == 0, out.output
+    text = (out_dir / "report.md").read_text()
+    for name in policies.split(","):
+        assert f"| {name} | 40 |" in text
+    assert "grappe average JCT is" in text and "![JCT CDF](jct_cdf.png)" in text
+    for png in ("jct_cdf.png", "queue_utilisation.png"):
+        data = (out_dir / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # A report folder that cannot be made: a clear error, exit 2.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = CliRunner().invoke(app, [*args, "--report", str(blocker / "sub")])
+    assert out.exit_code == 2 and "cannot make the report folder" in out.output

@@ -159,6 +159,7 @@ def decide(
     now: datetime | None = None,
     running: Sequence[Running] = (),
     preempt: Callable[[Running], bool] | None = None,
+    ordered: bool = False,
 ) -> Pass:
     """Walk ``entries`` in policy order and start each job whose best candidate can start now.
 
@@ -168,14 +169,23 @@ def decide(
     a strict policy it also stops the pass. With a preempting policy, ``running`` jobs
     (by ``tier``, lowest first) and a ``preempt`` callback that stops one, a waiting job may
     stop preemptible jobs of a later tier in its best pool and start there.
+
+    ``ordered`` says ``entries`` are in the policy's order already (a replay keeps its
+    queue sorted); the pass then ends as soon as no later job can start, without listing
+    the rest as waiting (a replay does not show reasons).
     """
     live = dict(snapshots)
     result = Pass()
-    by_id = {e.queued.job_id: e for e in entries}
+    if ordered:
+        walk = entries
+    else:
+        by_id = {e.queued.job_id: e for e in entries}
+        walk = [by_id[q.job_id] for q in policy.order([e.queued for e in entries], now)]
     gpus_free = _free_gpus(live)
-    # CPU-only jobs still to walk: while any remain, every GPU job's reservation matters.
-    cpu_left = sum(1 for e in entries if not e.held and not e.request.resources.gpus)
-    slack = _slack(entries, live)
+    # CPU-only jobs still to walk (counted when first needed): while any remain, every GPU
+    # job's reservation matters.
+    cpu_left: int | None = None
+    slack: bool | None = None  # whether CPUs and memory abound (see ``_slack``), when needed
     pools_for: dict[tuple[object, ...], list[tuple[str, str]]] = {}
     # EASY reservations of this pass: (site, pool) -> (start time of the waiting job, spare GPUs).
     reserved: dict[tuple[str, str], list[float]] = {}
@@ -207,8 +217,8 @@ def decide(
         gpus_free = gpus_free and _free_gpus(live)
         return True
 
-    for queued in policy.order([e.queued for e in entries], now):
-        entry = by_id[queued.job_id]
+    for index, entry in enumerate(walk):
+        queued = entry.queued
         if entry.held:
             result.held += 1
             result.waiting.append((entry, f"held: {entry.held}", None))
@@ -216,16 +226,30 @@ def decide(
         res = entry.request.resources
         may_stop = bool(stoppable) and res.gpus > 0 and policy.tier(queued) < top_tier
         if not res.gpus:
-            cpu_left -= 1
+            if cpu_left is not None:
+                cpu_left -= 1
         elif may_stop:
             pass
-        elif policy.backfill and not gpus_free and not cpu_left:
-            # No pool has a free GPU and no CPU job follows: it can only wait; its reason stands.
-            continue
-        elif policy.backfill and slack and not _any_free_gpu(entry.request, live, pools_for):
-            # It can only wait, and its reservation would take no GPU and (with CPUs and
-            # memory to spare for the whole pass) change no later decision: its reason stands.
-            continue
+        elif policy.backfill and not gpus_free:
+            if cpu_left is None:
+                cpu_left = sum(
+                    1 for e in walk[index:] if not e.held and not e.request.resources.gpus
+                )
+            if not cpu_left:
+                # No pool has a free GPU and no CPU job follows: it can only wait; its
+                # reason stands. In an ordered walk, so do all later jobs but the ones
+                # that may stop a running job.
+                if ordered and not stoppable:
+                    break
+                continue
+        elif policy.backfill:
+            if slack is None:
+                slack = _slack(entries, snapshots)
+            if slack and not _any_free_gpu(entry.request, live, pools_for):
+                # It can only wait, and its reservation would take no GPU and (with CPUs
+                # and memory to spare for the whole pass) change no later decision: its
+                # reason stands.
+                continue
         placement = place(entry.request, list(live.values()), gpus)
         best = placement.best
         if best is None:

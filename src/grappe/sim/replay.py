@@ -71,6 +71,8 @@ class SimResult:
     time_scale: float = 1.0  # factor applied to submission times by ``load``
     unfinished: int = 0  # jobs still pending when no event was left (should be 0)
     violation_notes: list[str] = field(default_factory=list)
+    # (time, jobs waiting, GPUs busy) after each instant with events, for the report's plots.
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -384,14 +386,16 @@ def replay(
         return True
 
     def head() -> list[Entry]:
+        """The first ``max_pending`` pending jobs, in the policy's order."""
         groups = [g for g, q in pending.items() if q]
         picked: list[Entry] = []
         # Fifo and backfill keep age order within a group: the head of each suffices.
-        per_group = max_pending if pol.name in ("fifo", "backfill") else None
+        aged = pol.name in ("fifo", "backfill")
         for g in groups:
             s = share_step(g)
-            picked += [entry_of(i, s) for i in itertools.islice(pending[g], per_group)]
-        if len(picked) > max_pending:
+            chosen = itertools.islice(pending[g], max_pending if aged else None)
+            picked += [entry_of(i, s) for i in chosen]
+        if len(groups) > 1 or not aged:
             by_id = {e.queued.job_id: e for e in picked}
             ranked = pol.order([e.queued for e in picked], EPOCH + timedelta(seconds=now))
             picked = [by_id[q.job_id] for q in ranked[:max_pending]]
@@ -407,6 +411,12 @@ def replay(
             return True  # a pending job may stop a running one of a later tier
         # A GPU job starts only in a pool with that many free GPUs (fits_now).
         return any(st.free_gpus >= smallest for st in gpu_pools)
+
+    timeline: list[tuple[float, int, int]] = []
+
+    def record() -> None:
+        busy = gpus_total - sum(st.free_gpus for st in gpu_pools)
+        timeline.append((now, sum(pending_sizes.values()), busy))
 
     nxt = 0
     while nxt < len(order) or events:
@@ -439,6 +449,7 @@ def replay(
             pending_sizes[records[i].num_gpus] += 1
             nxt += 1
         if not could_start():
+            record()
             continue
         snapshots = {
             s.name: SiteSnapshot(
@@ -462,7 +473,9 @@ def replay(
             EPOCH + timedelta(seconds=now),
             running,
             preempt,
+            ordered=True,
         )
+        record()
 
     unfinished = sum(len(q) for q in pending.values())
     return SimResult(
@@ -476,4 +489,5 @@ def replay(
         time_scale=factor,
         unfinished=unfinished,
         violation_notes=notes[:20],
+        timeline=timeline,
     )
