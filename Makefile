@@ -55,3 +55,4 @@ bench: install
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/sim.py --trace $(TRACE) --fed "$(FED)" --load $(LOAD)
+	$(BIN)/python bench/traces.py

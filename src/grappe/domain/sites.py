@@ -8,6 +8,7 @@ reports right now: free and total capacity per pool and the load queued there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -97,7 +98,7 @@ class PoolCapacity:
     # (time in seconds on the scheduler's clock, GPUs), by time; ``as_of`` is the snapshot's
     # time on that clock. Empty when the engine does not say (then no reservation is made).
     as_of: float = 0.0
-    releases: tuple[tuple[float, int], ...] = ()
+    releases: Sequence[tuple[float, int]] = ()
 
     def shadow(self, gpus: int) -> tuple[float, int] | None:
         """When ``gpus`` GPUs will be free, and how many more than that are free then.

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from grappe.catalog import REFERENCE_GPU
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import format_duration
 from grappe.domain.sites import GpuModel, PoolCapacity, SiteSnapshot
@@ -80,12 +81,12 @@ def _slack(entries: Sequence[Entry], snapshots: Mapping[str, SiteSnapshot]) -> b
     )
 
 
-def _any_free_gpu(
+def _pools_of(
     job: JobRequest,
     live: Mapping[str, SiteSnapshot],
     pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
-) -> bool:
-    """Whether a pool that may run ``job`` (the placement filters pass) has a free GPU."""
+) -> list[tuple[str, str]]:
+    """The (site, pool) pairs that may run ``job`` (the placement filters pass)."""
     # The filters read neither the job's runtime nor its live capacity: jobs alike share them.
     key = (
         job.resources,
@@ -108,11 +109,49 @@ def _any_free_gpu(
                 if not any(f(job, snap.site, pool) for f in POOL_FILTERS)
             ]
         pools_for[key] = keys
-    for site, pool in keys:
+    return keys
+
+
+def _any_free_gpu(
+    job: JobRequest,
+    live: Mapping[str, SiteSnapshot],
+    pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
+) -> bool:
+    """Whether a pool that may run ``job`` has a free GPU."""
+    for site, pool in _pools_of(job, live, pools_for):
         cap = live[site].capacity(pool)
         if cap is not None and cap.free_gpus > 0:
             return True
     return False
+
+
+def _kept_from(
+    entry: Entry,
+    live: Mapping[str, SiteSnapshot],
+    pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
+    reserved: Mapping[tuple[str, str], list[float]],
+    gpus: Mapping[str, GpuModel],
+) -> bool:
+    """Whether every pool that may run ``entry`` is reserved for an earlier job it would delay.
+
+    Then the job can neither start nor reserve anything in this pass: placing it is moot.
+    """
+    res = entry.request.resources
+    base = entry.queued.predicted_s or float(entry.request.max_runtime_s)
+    ref = gpus.get(res.gpu_model or REFERENCE_GPU)
+    for site, name in _pools_of(entry.request, live, pools_for):
+        held = reserved.get((site, name))
+        if held is None or res.gpus <= held[1]:
+            return False
+        snap = live[site]
+        pool, cap = snap.site.pool(name), snap.capacity(name)
+        if pool is None or cap is None:
+            continue
+        model = gpus.get(pool.gpu_model or "")
+        speed = (ref.relative_speed if ref else 1.0) / (model.relative_speed if model else 1.0)
+        if cap.as_of + base * speed <= held[0]:
+            return False
+    return True
 
 
 def _runtime(entry: Entry, cand: Candidate) -> float:
@@ -249,6 +288,8 @@ def decide(
                 # It can only wait, and its reservation would take no GPU and (with CPUs
                 # and memory to spare for the whole pass) change no later decision: its
                 # reason stands.
+                continue
+            if reserved and _kept_from(entry, live, pools_for, reserved, gpus):
                 continue
         placement = place(entry.request, list(live.values()), gpus)
         best = placement.best

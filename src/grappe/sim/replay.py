@@ -85,12 +85,12 @@ class _PoolState:
     speed: float
     running_gpus: int = 0
     running_end_gpu_s: float = 0.0  # sum of end time x GPUs of running jobs
-    # (end time, job) of running jobs by end time, kept only for policies that reserve.
+    # (end time, GPUs) of running jobs by end time, kept only for policies that reserve;
+    # handed to the pass as it is (no copy), and changed only between passes.
     ends: list[tuple[float, int]] = field(default_factory=list)
 
-    def capacity(self, now: float, gpus_of: list[int] | None = None) -> PoolCapacity:
+    def capacity(self, now: float) -> PoolCapacity:
         left = max(self.running_end_gpu_s - now * self.running_gpus, 0.0)
-        releases = tuple((end, gpus_of[i]) for end, i in self.ends) if gpus_of else ()
         return PoolCapacity(
             pool=self.pool.name,
             free_gpus=self.free_gpus,
@@ -98,7 +98,7 @@ class _PoolState:
             free_memory_bytes=self.free_memory,
             running_gpu_seconds_left=left,
             as_of=now,
-            releases=releases,
+            releases=self.ends,
         )
 
 
@@ -333,7 +333,7 @@ def replay(
         st.running_gpus += res.gpus
         st.running_end_gpu_s += end * res.gpus
         if reserves:
-            bisect.insort(st.ends, (end, i))
+            bisect.insort(st.ends, (end, res.gpus))
         if rec.start_s is None:
             rec.start_s = now
         run_start[i], rec.end_s = now, end
@@ -358,7 +358,7 @@ def replay(
         end = records[i].end_s or 0.0
         st.running_end_gpu_s -= end * res.gpus
         if reserves:
-            del st.ends[bisect.bisect_left(st.ends, (end, i))]
+            del st.ends[bisect.bisect_left(st.ends, (end, res.gpus))]
         for level in tiers:
             level.pop(i, None)
         return st
@@ -454,10 +454,7 @@ def replay(
         snapshots = {
             s.name: SiteSnapshot(
                 s,
-                tuple(
-                    pools[(s.name, p.name)].capacity(now, gpus_of if reserves else None)
-                    for p in s.pools
-                ),
+                tuple(pools[(s.name, p.name)].capacity(now) for p in s.pools),
             )
             for s in sites
         }
