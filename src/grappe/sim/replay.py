@@ -430,12 +430,10 @@ def replay(
                 continue  # the job stopped after this event was set
             rec = records[i]
             if kind == 1:
-                run_as(
-                    i,
-                    attained[i] + (now - run_start[i]) * gpus_of[i],
-                    rec.site or "",
-                    rec.pool or "",
-                )
+                service = attained[i] + (now - run_start[i]) * gpus_of[i]
+                # Exactly the threshold it reached, whatever the rounding of the times.
+                service = next((t for t in thresholds if abs(t - service) < 1e-3), service)
+                run_as(i, service, rec.site or "", rec.pool or "")
                 continue
             release(i)
             rec.ran_s += now - run_start[i]
