@@ -218,3 +218,25 @@ def test_cli_report_writes_markdown_and_plots(tmp_path: Path) -> None:
     blocker.write_text("x")
     out = CliRunner().invoke(app, [*args, "--report", str(blocker / "sub")])
     assert out.exit_code == 2 and "cannot make the report folder" in out.output
+
+
+def test_a_job_says_it_is_preemptible_and_the_store_keeps_it(tmp_path: Path) -> None:
+    from grappe.store import repo
+
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        ids = []
+        for flag in (True, False):
+            spec = {"name": f"p{flag}", "project": "demo", "run": "true", "preemptible": flag}
+            r = world.client().post("/api/v1/jobs", json=spec)
+            assert r.status_code in (200, 201), r.text
+            ids.append(r.json()["id"])
+        with world.factory.store.session() as s:
+            rows = [repo.job_row(s, int(i)) for i in ids]
+            flags = [repo.to_job(row, "demo", "").request.preemptible for row in rows if row]
+        assert flags == [True, False]
+        bad = {"name": "b", "project": "demo", "run": "true", "preemptible": "sometimes"}
+        r = world.client().post("/api/v1/jobs", json=bad)
+        assert r.status_code == 422 and "preemptible" in r.text
+    finally:
+        world.factory.close()
