@@ -15,7 +15,7 @@ $(BIN)/python:
 # The factory with every engine it drives: PostgreSQL, SSH login nodes, Ray clusters,
 # the quantum emulators, and the models served in-process.
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[postgres,ssh,ray,data,quantum,models]'
+	$(BIN)/pip install --quiet -e '.[postgres,ssh,ray,data,quantum,models,sim]'
 
 install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/sim.py --trace $(TRACE) --fed "$(FED)" --load $(LOAD)
+	$(BIN)/python bench/traces.py
 
 # Load: JOBS submissions from CLIENTS clients to one `grappe up` on SQLite, then to two
 # replicas on one PostgreSQL; every id checked (docs/reliability.md has the figures).

@@ -19,7 +19,7 @@ from grappe.catalog import gpu_models
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import Resources
 from grappe.scheduler.decide import Entry, decide
-from grappe.scheduler.policies import QueuedJob, policy
+from grappe.scheduler.policies import POLICIES, QueuedJob, policy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ def main() -> None:
 
     decide_module.place = timed_place  # type: ignore[assignment]
     try:
-        for name in ("grappe", "fifo"):
+        for name in POLICIES:
             timings.clear()
             t0 = time.perf_counter()
             result = decide(queue, snaps, policy(name), gpu_models(), lambda e, c, p: True)

@@ -1,7 +1,8 @@
-"""Trace replay benchmark: the shared Philly trace at load 0.9 under grappe and fifo.
+"""Trace replay benchmark: a trace at load 0.9 under every policy, with a report.
 
-Run with `make bench` (TRACE=..., FED=... override the inputs). Prints the figures and
-writes bench/results/sim.json and bench/results/sim.md; asserts nothing about time.
+Run with `make bench` (TRACE=..., FED=..., LOAD=... override the inputs). Prints the
+figures, the wall and CPU time of each replay, and writes bench/results/sim/ (report.md,
+the PNG plots, results.json); asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
 from grappe.domain.sites import Pool, Site
-from grappe.sim.metrics import KEYS, summarise
+from grappe.scheduler.policies import POLICIES
+from grappe.sim.metrics import summarise
 from grappe.sim.replay import replay, total_gpus
+from grappe.sim.report import write_report
 from grappe.sim.trace import TraceError, load_trace
 from grappe.spec.factory import load_factory
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "sim"
 
 
 def philly_like() -> list[Site]:
@@ -30,21 +33,14 @@ def philly_like() -> list[Site]:
     return [Site("philly", "msr", "US", "US", (), 400.0, "local", pools)]
 
 
-def markdown(rows: list[dict[str, Any]], title: str) -> str:
-    lines = [f"# {title}", "", "| " + " | ".join(KEYS) + " |", "|" + "---|" * len(KEYS)]
-    for r in rows:
-        cells = [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in KEYS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trace", default="../shared/traces/philly_2017.csv")
     parser.add_argument("--fed", default="", help="factory.yaml; empty: a Philly-like site")
     parser.add_argument("--load", type=float, default=0.9)
-    parser.add_argument("--policy", default="grappe,fifo")
+    parser.add_argument("--policy", default=",".join(POLICIES))
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     try:
         jobs = load_trace(Path(args.trace))
@@ -57,16 +53,21 @@ def main() -> int:
     sites = load_factory(fed).to_domain() if fed and fed.exists() else philly_like()
     where = str(fed) if fed and fed.exists() else "inline Philly-like site"
     print(f"{len(jobs)} jobs, {total_gpus(sites)} GPUs ({where}), load {args.load}")
-    rows = []
+    rows, results = [], []
     for name in args.policy.split(","):
-        row = summarise(replay(jobs, sites, name, args.load))
+        cpu = time.process_time()
+        result = replay(jobs, sites, name, args.load)
+        row = summarise(result)
+        row["cpu_s"] = time.process_time() - cpu
         row["federation"] = where
         rows.append(row)
+        results.append(result)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sim.json").write_text(json.dumps(rows, indent=2) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     title = f"Replay of {Path(args.trace).name}: {len(jobs)} jobs, load {args.load}, {where}"
-    (RESULTS / "sim.md").write_text(markdown(rows, title))
+    write_report(results, rows, args.out, title)
+    print(f"report: {args.out / 'report.md'}")
     return 0
 
 

@@ -55,8 +55,15 @@ def test_a_waiting_job_keeps_its_pools_free_gpus() -> None:
     jobs = [job("A", 0, 2, 100), job("B", 1, 4, 10), job("C", 2, 1, 10)]
     expected = {"A": 0, "B": 100, "C": 110}
     assert {r.job_id: r.start_s for r in replay(jobs, [site()], "fifo").records} == expected
-    # Grappe lets later jobs pass, but B keeps the 2 free GPUs, so C cannot starve it.
-    assert {r.job_id: r.start_s for r in replay(jobs, [site()], "grappe").records} == expected
+    # EASY backfill: C ends (at 12) before B's reservation (100), so it passes; B is not late.
+    for name in ("backfill", "grappe"):
+        starts = {r.job_id: r.start_s for r in replay(jobs, [site()], name).records}
+        assert starts == {"A": 0, "B": 100, "C": 2}, name
+    # A C that would run past B's reservation on a GPU B needs waits behind B.
+    long_c = [*jobs[:2], job("C", 2, 1, 500)]
+    for name in ("backfill", "grappe"):
+        starts = {r.job_id: r.start_s for r in replay(long_c, [site()], name).records}
+        assert starts == expected, name
 
 
 def test_backfill_passes_where_the_blocked_job_cannot_go() -> None:
@@ -202,6 +209,6 @@ def test_cli_table_and_errors(tmp_path: Path) -> None:
     assert out.exit_code == 2
     assert "bad.csv:3" in out.output and "num_gpus" in out.output and "'two'" in out.output
     out = runner.invoke(
-        app, ["sim", "--trace", str(good), "--federation", str(fed), "--policy", "las"]
+        app, ["sim", "--trace", str(good), "--federation", str(fed), "--policy", "srtf"]
     )
-    assert out.exit_code == 2 and "las" in out.output and "grappe, fifo" in out.output
+    assert out.exit_code == 2 and "srtf" in out.output and "grappe, fifo" in out.output

@@ -27,6 +27,14 @@ def sim(
     limit: Annotated[
         int | None, typer.Option("--limit", help="Replay only the first N jobs.")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write report.md with PNG plots (JCT CDF; queue and utilisation over time) "
+            "into this folder (needs the sim extra).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay a job trace through the scheduler on a virtual clock (no server needed)."""
@@ -58,7 +66,18 @@ def sim(
         except SpecError as exc:
             problem = problem_text(f"{federation}: the federation is not valid", exc)
             raise CliError(problem, 2) from None
-        rows = [summarise(replay(jobs, sites, name, load)) for name in names]
+        results = [replay(jobs, sites, name, load) for name in names]
+        rows = [summarise(r) for r in results]
+        if report is not None:
+            from grappe.sim.report import ReportError, write_report
+
+            title = f"Replay of {trace.name}: {len(jobs)} jobs" + (
+                f" at load {load:g}" if load else ""
+            )
+            try:
+                write_report(results, rows, report, title)
+            except ReportError as exc:
+                raise CliError(str(exc), 2) from None
         if as_json:
             print_json(rows)
             return

@@ -83,6 +83,8 @@ class JobRequest:
     # Datasets the job reads (``inputs``), with what placement must respect for each.
     inputs: tuple[DataNeed, ...] = ()
     quantum: QuantumNeed | None = None  # a quantum task: what it needs of a device
+    # The job checkpoints and may be stopped to let a more urgent job run, then resumed.
+    preemptible: bool = False
 
 
 @dataclass

@@ -8,6 +8,7 @@ reports right now: free and total capacity per pool and the load queued there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -93,6 +94,30 @@ class PoolCapacity:
     running_cpu_seconds_left: float = 0.0
     # A quantum device reserved now for one project's session: others wait.
     reserved_for: str | None = None
+    # When running jobs give their GPUs back, for reservations (EASY backfill): pairs of
+    # (time in seconds on the scheduler's clock, GPUs), by time; ``as_of`` is the snapshot's
+    # time on that clock. Empty when the engine does not say (then no reservation is made).
+    as_of: float = 0.0
+    releases: Sequence[tuple[float, int]] = ()
+
+    def shadow(self, gpus: int) -> tuple[float, int] | None:
+        """When ``gpus`` GPUs will be free, and how many more than that are free then.
+
+        ``None`` when the known releases never free that many. The answer is the
+        reservation of EASY backfill: the time a waiting job can start at the latest,
+        and the GPUs that later jobs may use without delaying it.
+        """
+        free = self.free_gpus
+        if free >= gpus:
+            return self.as_of, free - gpus
+        shadow: float | None = None
+        for at, count in self.releases:
+            if shadow is not None and at > shadow:
+                break
+            free += count
+            if shadow is None and free >= gpus:
+                shadow = at  # GPUs freed at that same moment count as extra too
+        return None if shadow is None else (shadow, free - gpus)
 
 
 @dataclass(frozen=True)

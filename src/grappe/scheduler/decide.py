@@ -10,13 +10,16 @@ really was taken (a site may refuse a job the snapshot said it could hold).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
+from grappe.catalog import REFERENCE_GPU
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import format_duration
-from grappe.domain.sites import GpuModel, SiteSnapshot
+from grappe.domain.sites import GpuModel, PoolCapacity, SiteSnapshot
 from grappe.placement import Candidate, Placement, place
 from grappe.placement.filters import POOL_FILTERS, SITE_FILTERS
+from grappe.placement.place import fits_now
 from grappe.scheduler.policies import Policy, QueuedJob
 
 
@@ -29,12 +32,24 @@ class Entry:
     held: str | None = None  # why its project may not start work now (allocation)
 
 
+@dataclass(frozen=True)
+class Running:
+    """A running job that a pass may stop (preempt) for a more urgent one."""
+
+    queued: QueuedJob
+    request: JobRequest
+    site: str
+    pool: str
+    tier: int = 0  # the policy's tier of the job now (``Policy.tier``)
+
+
 @dataclass
 class Pass:
-    """What one pass did: jobs started, and why each other job waits."""
+    """What one pass did: jobs started, jobs stopped for them, and why each other job waits."""
 
     started: list[tuple[Entry, Candidate, Placement]] = field(default_factory=list)
     waiting: list[tuple[Entry, str, Placement | None]] = field(default_factory=list)
+    preempted: list[Running] = field(default_factory=list)
     held: int = 0
 
 
@@ -66,12 +81,12 @@ def _slack(entries: Sequence[Entry], snapshots: Mapping[str, SiteSnapshot]) -> b
     )
 
 
-def _any_free_gpu(
+def _pools_of(
     job: JobRequest,
     live: Mapping[str, SiteSnapshot],
     pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
-) -> bool:
-    """Whether a pool that may run ``job`` (the placement filters pass) has a free GPU."""
+) -> list[tuple[str, str]]:
+    """The (site, pool) pairs that may run ``job`` (the placement filters pass)."""
     # The filters read neither the job's runtime nor its live capacity: jobs alike share them.
     key = (
         job.resources,
@@ -94,11 +109,84 @@ def _any_free_gpu(
                 if not any(f(job, snap.site, pool) for f in POOL_FILTERS)
             ]
         pools_for[key] = keys
-    for site, pool in keys:
+    return keys
+
+
+def _any_free_gpu(
+    job: JobRequest,
+    live: Mapping[str, SiteSnapshot],
+    pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
+) -> bool:
+    """Whether a pool that may run ``job`` has a free GPU."""
+    for site, pool in _pools_of(job, live, pools_for):
         cap = live[site].capacity(pool)
         if cap is not None and cap.free_gpus > 0:
             return True
     return False
+
+
+def _kept_from(
+    entry: Entry,
+    live: Mapping[str, SiteSnapshot],
+    pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
+    reserved: Mapping[tuple[str, str], list[float]],
+    gpus: Mapping[str, GpuModel],
+) -> bool:
+    """Whether every pool that may run ``entry`` is reserved for an earlier job it would delay.
+
+    Then the job can neither start nor reserve anything in this pass: placing it is moot.
+    """
+    res = entry.request.resources
+    base = entry.queued.predicted_s or float(entry.request.max_runtime_s)
+    ref = gpus.get(res.gpu_model or REFERENCE_GPU)
+    for site, name in _pools_of(entry.request, live, pools_for):
+        held = reserved.get((site, name))
+        if held is None or res.gpus <= held[1]:
+            return False
+        snap = live[site]
+        pool, cap = snap.site.pool(name), snap.capacity(name)
+        if pool is None or cap is None:
+            continue
+        model = gpus.get(pool.gpu_model or "")
+        speed = (ref.relative_speed if ref else 1.0) / (model.relative_speed if model else 1.0)
+        if cap.as_of + base * speed <= held[0]:
+            return False
+    return True
+
+
+def _runtime(entry: Entry, cand: Candidate) -> float:
+    """How long the job is expected to hold ``cand``: its prediction if any, else its request."""
+    predicted = entry.queued.predicted_s
+    if predicted > 0 and entry.request.max_runtime_s > 0:
+        return predicted * cand.runtime_s / entry.request.max_runtime_s
+    return cand.runtime_s
+
+
+def _victims(
+    entry: Entry,
+    cand: Candidate,
+    cap: PoolCapacity,
+    running: Sequence[Running],
+    policy: Policy,
+) -> list[Running] | None:
+    """The fewest running jobs of a later tier in ``cand``'s pool to stop so ``entry`` fits."""
+    need = entry.request.resources.gpus - cap.free_gpus
+    tier = policy.tier(entry.queued)
+    found = [
+        r
+        for r in running
+        if r.site == cand.site and r.pool == cand.pool and r.request.preemptible and r.tier > tier
+    ]
+    # The highest tier stops first, and within a tier the one that started last.
+    found.reverse()
+    found.sort(key=lambda r: -r.tier)
+    picked: list[Running] = []
+    for r in found:
+        if need <= 0:
+            break
+        picked.append(r)
+        need -= r.request.resources.gpus
+    return picked if need <= 0 else None
 
 
 def decide(
@@ -107,38 +195,102 @@ def decide(
     policy: Policy,
     gpus: Mapping[str, GpuModel],
     start: Callable[[Entry, Candidate, Placement], bool],
+    now: datetime | None = None,
+    running: Sequence[Running] = (),
+    preempt: Callable[[Running], bool] | None = None,
+    ordered: bool = False,
 ) -> Pass:
     """Walk ``entries`` in policy order and start each job whose best candidate can start now.
 
     ``start`` releases a job to its candidate and says whether the site took it. A job
-    whose best candidate must wait keeps that pool's free capacity for the rest of the
-    pass (so that later, smaller jobs cannot starve it); with a strict policy it also
-    stops the pass.
+    whose best candidate must wait holds what ``policy.hold`` says (the pool's free
+    capacity, or an EASY reservation) so that later, smaller jobs cannot starve it; with
+    a strict policy it also stops the pass. With a preempting policy, ``running`` jobs
+    (by ``tier``, lowest first) and a ``preempt`` callback that stops one, a waiting job may
+    stop preemptible jobs of a later tier in its best pool and start there.
+
+    ``ordered`` says ``entries`` are in the policy's order already (a replay keeps its
+    queue sorted); the pass then ends as soon as no later job can start, without listing
+    the rest as waiting (a replay does not show reasons).
     """
     live = dict(snapshots)
     result = Pass()
-    by_id = {e.queued.job_id: e for e in entries}
+    if ordered:
+        walk = entries
+    else:
+        by_id = {e.queued.job_id: e for e in entries}
+        walk = [by_id[q.job_id] for q in policy.order([e.queued for e in entries], now)]
     gpus_free = _free_gpus(live)
-    # CPU-only jobs still to walk: while any remain, every GPU job's reservation matters.
-    cpu_left = sum(1 for e in entries if not e.held and not e.request.resources.gpus)
-    slack = _slack(entries, live)
+    # CPU-only jobs still to walk (counted when first needed): while any remain, every GPU
+    # job's reservation matters.
+    cpu_left: int | None = None
+    slack: bool | None = None  # whether CPUs and memory abound (see ``_slack``), when needed
     pools_for: dict[tuple[object, ...], list[tuple[str, str]]] = {}
-    for queued in policy.order([e.queued for e in entries]):
-        entry = by_id[queued.job_id]
+    # EASY reservations of this pass: (site, pool) -> (start time of the waiting job, spare GPUs).
+    reserved: dict[tuple[str, str], list[float]] = {}
+    # ``running`` comes by tier, lowest first: the last preemptible one has the top tier.
+    stoppable = list(running) if policy.preempts and preempt is not None else []
+    top_tier = next((r.tier for r in reversed(stoppable) if r.request.preemptible), -1)
+
+    def allowed(entry: Entry, cand: Candidate) -> bool:
+        """Whether starting ``entry`` on ``cand`` keeps the pool's reservation (if any)."""
+        held = reserved.get((cand.site, cand.pool))
+        if held is None:
+            return True
+        cap = live[cand.site].capacity(cand.pool)
+        as_of = cap.as_of if cap is not None else 0.0
+        if as_of + _runtime(entry, cand) <= held[0]:
+            return True
+        if entry.request.resources.gpus <= held[1]:
+            held[1] -= entry.request.resources.gpus
+            return True
+        return False
+
+    def take(entry: Entry, cand: Candidate, placement: Placement) -> bool:
+        nonlocal gpus_free
+        res = entry.request.resources
+        if not start(entry, cand, placement):
+            return False
+        result.started.append((entry, cand, placement))
+        live[cand.site] = live[cand.site].taking(cand.pool, res.gpus, res.cpus, res.memory_bytes)
+        gpus_free = gpus_free and _free_gpus(live)
+        return True
+
+    for index, entry in enumerate(walk):
+        queued = entry.queued
         if entry.held:
             result.held += 1
             result.waiting.append((entry, f"held: {entry.held}", None))
             continue
         res = entry.request.resources
+        may_stop = bool(stoppable) and res.gpus > 0 and policy.tier(queued) < top_tier
         if not res.gpus:
-            cpu_left -= 1
-        elif policy.backfill and not gpus_free and not cpu_left:
-            # No pool has a free GPU and no CPU job follows: it can only wait; its reason stands.
-            continue
-        elif policy.backfill and slack and not _any_free_gpu(entry.request, live, pools_for):
-            # It can only wait, and its reservation would take no GPU and (with CPUs and
-            # memory to spare for the whole pass) change no later decision: its reason stands.
-            continue
+            if cpu_left is not None:
+                cpu_left -= 1
+        elif may_stop:
+            pass
+        elif policy.backfill and not gpus_free:
+            if cpu_left is None:
+                cpu_left = sum(
+                    1 for e in walk[index:] if not e.held and not e.request.resources.gpus
+                )
+            if not cpu_left:
+                # No pool has a free GPU and no CPU job follows: it can only wait; its
+                # reason stands. In an ordered walk, so do all later jobs but the ones
+                # that may stop a running job.
+                if ordered and not stoppable:
+                    break
+                continue
+        elif policy.backfill:
+            if slack is None:
+                slack = _slack(entries, snapshots)
+            if slack and not _any_free_gpu(entry.request, live, pools_for):
+                # It can only wait, and its reservation would take no GPU and (with CPUs
+                # and memory to spare for the whole pass) change no later decision: its
+                # reason stands.
+                continue
+            if reserved and _kept_from(entry, live, pools_for, reserved, gpus):
+                continue
         placement = place(entry.request, list(live.values()), gpus)
         best = placement.best
         if best is None:
@@ -146,18 +298,48 @@ def decide(
             if not policy.backfill:
                 break
             continue
-        snap = live[best.site]
-        if best.can_start_now:
-            if start(entry, best, placement):
-                result.started.append((entry, best, placement))
-                live[best.site] = snap.taking(best.pool, res.gpus, res.cpus, res.memory_bytes)
-                gpus_free = gpus_free and _free_gpus(live)
+        if best.can_start_now and allowed(entry, best):
+            take(entry, best, placement)
             continue
-        result.waiting.append((entry, waiting_reason(best, res.describe()), placement))
-        if not policy.backfill:
-            break
+        if policy.hold == "easy":
+            # Its best pool is kept for an earlier job: another pool that can start it now.
+            other = next(
+                (c for c in placement.candidates if c.can_start_now and allowed(entry, c)), None
+            )
+            if other is not None:
+                take(entry, other, placement)
+                continue
+        snap = live[best.site]
         cap = snap.capacity(best.pool)
-        if cap is not None:
+        if may_stop and cap is not None:
+            victims = _victims(entry, best, cap, stoppable, policy)
+            if victims:
+                for v in victims:
+                    if preempt is not None and preempt(v):
+                        stoppable.remove(v)
+                        result.preempted.append(v)
+                        vr = v.request.resources
+                        live[v.site] = live[v.site].taking(
+                            v.pool, -vr.gpus, -vr.cpus, -vr.memory_bytes
+                        )
+                        gpus_free = True
+                fresh = live[best.site].capacity(best.pool)
+                if fresh is not None and fits_now(entry.request, fresh):
+                    if take(entry, replace(best, can_start_now=True, wait_s=0.0), placement):
+                        continue
+        result.waiting.append((entry, waiting_reason(best, res.describe()), placement))
+        if not policy.backfill or cap is None:
+            if not policy.backfill:
+                break
+            continue
+        key = (best.site, best.pool)
+        if policy.hold == "easy" and key not in reserved:
+            shadow = cap.shadow(res.gpus) if cap.releases else None
+            if shadow is not None:
+                reserved[key] = [shadow[0], float(shadow[1])]
+                continue
+        if policy.hold in ("pool", "easy") and key not in reserved:
+            # No reservation can be timed: the job keeps the pool's free capacity.
             live[best.site] = snap.taking(
                 best.pool,
                 min(res.gpus, max(cap.free_gpus, 0)),

@@ -1,7 +1,17 @@
 """Queue policies: in which order pending jobs are considered, and whether later jobs may pass.
 
 A policy is named and pluggable (``GRAPPE_POLICY``); baselines live beside the
-real one so that benchmarks compare like with like.
+real one so that benchmarks compare like with like. Every policy runs through
+the one scheduling pass (``decide``); a policy only says:
+
+- ``order``: the order in which the pass walks the pending jobs;
+- ``backfill``: whether a later job may start while an earlier one waits;
+- ``hold``: what a waiting job keeps from later ones: ``"pool"`` (the free
+  capacity of the pool it waits for), ``"easy"`` (a reservation at the earliest
+  time enough GPUs free up, as EASY backfill: later jobs start only if they end
+  before it or use GPUs it does not need) or ``"none"`` (nothing: work-conserving);
+- ``preempts`` and ``tier``: whether a waiting job may stop running preemptible
+  jobs of a higher tier (a lower priority) to start.
 """
 
 from __future__ import annotations
@@ -9,18 +19,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
+
+Hold = Literal["pool", "easy", "none"]
+
+# Tiresias' discretised LAS: queues by attained GPU-service, in GPU-seconds. A job that
+# has had less than 1 GPU-hour is in queue 0, less than 10 GPU-hours in queue 1.
+LAS_THRESHOLDS_GPU_S: tuple[float, ...] = (3600.0, 36000.0)
 
 
 @dataclass(frozen=True)
 class QueuedJob:
-    """A pending job with what ordering needs to know about its project."""
+    """A pending (or running) job with what ordering needs to know about it and its project."""
 
     job_id: int
     submitted_at: datetime
     project: str
     project_priority: int
     share_used: float  # fraction of the project's allocation used (fair share)
+    gpus: int = 0
+    attained_gpu_s: float = 0.0  # service already received (a job stopped and resumed)
+    predicted_s: float = 0.0  # predicted run time from history; 0 when unknown
 
 
 class Policy(Protocol):
@@ -32,7 +51,31 @@ class Policy(Protocol):
         """May a later job start while an earlier one waits? Without it the queue is strict."""
         ...
 
-    def order(self, jobs: Sequence[QueuedJob]) -> list[QueuedJob]: ...
+    @property
+    def hold(self) -> Hold:
+        """What a waiting job keeps from the jobs after it (see the module's docstring)."""
+        ...
+
+    @property
+    def preempts(self) -> bool:
+        """May a waiting job stop running preemptible jobs of a higher ``tier``?"""
+        ...
+
+    def tier(self, job: QueuedJob) -> int:
+        """The job's priority class for preemption: a lower tier may stop a higher one."""
+        ...
+
+    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]: ...
+
+
+def _share(job: QueuedJob, step: float) -> int:
+    share = job.share_used if job.share_used != float("inf") else 1e9
+    return int(share / step)
+
+
+def las_queue(attained_gpu_s: float, thresholds: Sequence[float] = LAS_THRESHOLDS_GPU_S) -> int:
+    """The LAS queue of a job that has received ``attained_gpu_s`` GPU-seconds (0 first)."""
+    return sum(1 for t in thresholds if attained_gpu_s >= t)
 
 
 @dataclass(frozen=True)
@@ -41,34 +84,118 @@ class Fifo:
 
     name: str = "fifo"
     backfill: bool = False
+    hold: Hold = "pool"
+    preempts: bool = False
 
-    def order(self, jobs: Sequence[QueuedJob]) -> list[QueuedJob]:
+    def tier(self, job: QueuedJob) -> int:
+        return 0
+
+    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
         return sorted(jobs, key=lambda j: (j.submitted_at, j.job_id))
 
 
 @dataclass(frozen=True)
 class FairShare:
-    """Grappe's policy: project priority, then fair share, then age; later jobs may pass.
+    """Project priority, then fair share, then age; later jobs may pass.
 
     Fair share puts first the projects that have used the smallest part of their
     allocation (in steps of 5%, so that age still orders near-equal projects).
-    A job that waits keeps the free capacity of the pool it waits for, so
-    smaller jobs passing it cannot starve it.
+    With ``hold="pool"`` a job that waits keeps the free capacity of the pool it
+    waits for, so smaller jobs passing it cannot starve it; with ``hold="easy"``
+    this is Slurm's priority with EASY backfill on requested runtimes.
+    """
+
+    name: str = "fairshare"
+    backfill: bool = True
+    share_step: float = 0.05
+    hold: Hold = "pool"
+    preempts: bool = False
+
+    def tier(self, job: QueuedJob) -> int:
+        return 0
+
+    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
+        def key(j: QueuedJob) -> tuple[int, int, datetime, int]:
+            return (-j.project_priority, _share(j, self.share_step), j.submitted_at, j.job_id)
+
+        return sorted(jobs, key=key)
+
+
+@dataclass(frozen=True)
+class Las:
+    """Tiresias' discretised least-attained-service: queues by GPU-service received.
+
+    Jobs that have had the least GPU-time go first (arrival order within a queue), so
+    short jobs finish early without knowing any runtime; a waiting job stops running
+    preemptible jobs of a later queue. Work-conserving: any job that fits starts.
+    """
+
+    name: str = "las"
+    backfill: bool = True
+    hold: Hold = "none"
+    preempts: bool = True
+    thresholds: tuple[float, ...] = LAS_THRESHOLDS_GPU_S
+
+    def tier(self, job: QueuedJob) -> int:
+        return las_queue(job.attained_gpu_s, self.thresholds)
+
+    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
+        return sorted(jobs, key=lambda j: (self.tier(j), j.submitted_at, j.job_id))
+
+
+@dataclass(frozen=True)
+class Grappe:
+    """Grappe's policy: what the traces teach, through the same pass as the baselines.
+
+    Order: project priority; then jobs that have waited more than ``starve_factor``
+    times their predicted runtime (oldest first: no job starves); then fair share
+    against allocations; then the LAS queue (GPU-service already received); then
+    the smallest predicted work (GPUs x predicted runtime); then age. A waiting job
+    holds an EASY reservation, and may stop preemptible jobs of a later LAS queue.
     """
 
     name: str = "grappe"
     backfill: bool = True
     share_step: float = 0.05
+    hold: Hold = "easy"
+    preempts: bool = True
+    starve_factor: float = 20.0
+    thresholds: tuple[float, ...] = LAS_THRESHOLDS_GPU_S
 
-    def order(self, jobs: Sequence[QueuedJob]) -> list[QueuedJob]:
-        def key(j: QueuedJob) -> tuple[int, float, datetime, int]:
-            share = j.share_used if j.share_used != float("inf") else 1e9
-            return (-j.project_priority, int(share / self.share_step), j.submitted_at, j.job_id)
+    def tier(self, job: QueuedJob) -> int:
+        return las_queue(job.attained_gpu_s, self.thresholds)
 
-        return sorted(jobs, key=key)
+    def starving(self, job: QueuedJob, now: datetime | None) -> bool:
+        """Whether ``job`` has waited more than ``starve_factor`` x its predicted runtime."""
+        if now is None or job.predicted_s <= 0:
+            return False
+        return (now - job.submitted_at).total_seconds() > self.starve_factor * job.predicted_s
+
+    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
+        def key(j: QueuedJob) -> tuple[int, int, datetime | None, int, int, float, datetime, int]:
+            if self.starving(j, now):
+                return (-j.project_priority, 0, j.submitted_at, 0, 0, 0.0, j.submitted_at, j.job_id)
+            work = j.gpus * j.predicted_s
+            return (
+                -j.project_priority,
+                1,
+                None,
+                _share(j, self.share_step),
+                self.tier(j),
+                work,
+                j.submitted_at,
+                j.job_id,
+            )
+
+        return sorted(jobs, key=key)  # type: ignore[arg-type]
 
 
-POLICIES: dict[str, Policy] = {"grappe": FairShare(), "fifo": Fifo()}
+POLICIES: dict[str, Policy] = {
+    "grappe": Grappe(),
+    "fifo": Fifo(),
+    "backfill": FairShare(name="backfill", hold="easy"),
+    "las": Las(),
+}
 
 
 def policy(name: str) -> Policy:

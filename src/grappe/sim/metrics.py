@@ -47,10 +47,16 @@ def jain(values: Sequence[float]) -> float:
     return sum(values) ** 2 / (len(values) * square) if square > 0 else 1.0
 
 
+def ran(rec: JobRecord) -> float:
+    """How long a finished job ran, over all its runs (a preempted job runs more than once)."""
+    assert rec.start_s is not None and rec.end_s is not None
+    return rec.ran_s or rec.end_s - rec.start_s
+
+
 def slowdown(rec: JobRecord) -> float:
     """JCT over the job's run time (1.0: it never waited); runs under 1 s count as 1 s."""
     assert rec.start_s is not None and rec.end_s is not None
-    return (rec.end_s - rec.submit_s) / max(rec.end_s - rec.start_s, 1.0)
+    return (rec.end_s - rec.submit_s) / max(ran(rec), 1.0)
 
 
 def summarise(result: SimResult) -> dict[str, Any]:
@@ -63,11 +69,12 @@ def summarise(result: SimResult) -> dict[str, Any]:
     """
     done = [r for r in result.records if r.end_s is not None and r.start_s is not None]
     jct = [r.end_s - r.submit_s for r in done]  # type: ignore[operator]
-    wait = [r.start_s - r.submit_s for r in done]  # type: ignore[operator]
+    # Queueing delay: all the time a job did not run, before its start and while stopped.
+    wait = [j - ran(r) for j, r in zip(jct, done, strict=True)]
     makespan = 0.0
     if done:
         makespan = max(r.end_s for r in done) - min(r.submit_s for r in done)  # type: ignore[type-var]
-    gpu_s = sum(r.num_gpus * (r.end_s - r.start_s) for r in done)  # type: ignore[operator]
+    gpu_s = sum(r.num_gpus * ran(r) for r in done)
     per_group: dict[str, list[float]] = defaultdict(list)
     for r in done:
         per_group[r.group].append(slowdown(r))
@@ -92,4 +99,5 @@ def summarise(result: SimResult) -> dict[str, Any]:
         "unfinished": result.unfinished,
         "groups": len(per_group),
         "time_scale": result.time_scale,
+        "preemptions": sum(r.preemptions for r in result.records),
     }

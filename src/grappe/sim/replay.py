@@ -12,13 +12,14 @@ snapshot reports them); node fragmentation is not modelled.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from grappe.catalog import REFERENCE_GPU, gpu_model, gpu_models
@@ -27,9 +28,10 @@ from grappe.domain.resources import Resources
 from grappe.domain.sites import GpuModel, Pool, PoolCapacity, Site, SiteSnapshot
 from grappe.placement import Candidate, Placement
 from grappe.scheduler import decide as decide_module
-from grappe.scheduler.decide import Entry
+from grappe.scheduler.decide import Entry, Running
 from grappe.scheduler.loop import MAX_PENDING_PER_PASS
 from grappe.scheduler.policies import Policy, QueuedJob, policy
+from grappe.scheduler.predict import RuntimePredictor
 from grappe.sim.trace import TraceJob
 
 # Virtual time zero, as a date: QueuedJob orders by submission datetime.
@@ -50,6 +52,9 @@ class JobRecord:
     site: str | None = None
     pool: str | None = None
     gpu_model: str | None = None
+    user: str | None = None
+    ran_s: float = 0.0  # time spent running, over all its runs (a stopped job runs again)
+    preemptions: int = 0
 
 
 @dataclass
@@ -66,6 +71,8 @@ class SimResult:
     time_scale: float = 1.0  # factor applied to submission times by ``load``
     unfinished: int = 0  # jobs still pending when no event was left (should be 0)
     violation_notes: list[str] = field(default_factory=list)
+    # (time, jobs waiting, GPUs busy) after each instant with events, for the report's plots.
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -78,6 +85,9 @@ class _PoolState:
     speed: float
     running_gpus: int = 0
     running_end_gpu_s: float = 0.0  # sum of end time x GPUs of running jobs
+    # (end time, GPUs) of running jobs by end time, kept only for policies that reserve;
+    # handed to the pass as it is (no copy), and changed only between passes.
+    ends: list[tuple[float, int]] = field(default_factory=list)
 
     def capacity(self, now: float) -> PoolCapacity:
         left = max(self.running_end_gpu_s - now * self.running_gpus, 0.0)
@@ -87,6 +97,8 @@ class _PoolState:
             free_cpus=self.free_cpus,
             free_memory_bytes=self.free_memory,
             running_gpu_seconds_left=left,
+            as_of=now,
+            releases=self.ends,
         )
 
 
@@ -169,6 +181,7 @@ def _request(
         resources=Resources(gpus=job.num_gpus, gpu_model=model, cpus=1, nodes=nodes),
         max_runtime_s=max(1, math.ceil(job.duration_s)),
         objective="time",
+        preemptible=True,  # trace jobs are taken as checkpointing, as in Tiresias
     )
 
 
@@ -183,7 +196,8 @@ def replay(
 
     ``load`` rescales submission times so the offered load is that fraction of the
     federation's GPUs. ``max_pending`` caps the jobs one pass sees to the head of the
-    policy order, as the live loop does.
+    policy order, as the live loop does. Trace jobs are preemptible: a policy that
+    preempts stops one and resumes it later where it stopped (as from a checkpoint).
     """
     pol: Policy = policy(policy_name)
     started_wall = time.perf_counter()
@@ -208,8 +222,23 @@ def replay(
     order = sorted(range(len(accepted)), key=lambda i: accepted[i].submit_time_s)
     for job in accepted:
         records.append(
-            JobRecord(job.job_id, job.group, job.num_gpus, job.submit_time_s, job.duration_s)
+            JobRecord(
+                job.job_id,
+                job.group,
+                job.num_gpus,
+                job.submit_time_s,
+                job.duration_s,
+                user=job.user,
+            )
         )
+    n = len(records)
+    gpus_of = [r.num_gpus for r in records]
+    remaining = [r.duration_s for r in records]  # reference-GPU seconds still to run
+    attained = [0.0] * n  # GPU-seconds received before the current run
+    run_start = [0.0] * n
+    version = [0] * n  # bumped when a job stops: its pending events are void
+    predicted = [0.0] * n
+    ref_speed = [_speed(catalog, req.resources.gpu_model or REFERENCE_GPU) for req in requests]
 
     pools: dict[tuple[str, str], _PoolState] = {
         (s.name, p.name): _PoolState(
@@ -224,15 +253,22 @@ def replay(
         for p in s.pools
     }
     gpu_pools = [st for st in pools.values() if st.pool.gpus_per_node]
+    reserves = pol.hold == "easy"
+    preempts = pol.preempts
+    thresholds: tuple[float, ...] = getattr(pol, "thresholds", ())
+    learns = getattr(pol, "starve_factor", None) is not None
+    predictor = RuntimePredictor()
 
     # Pending jobs per group in arrival order (dicts keep insertion order, delete in O(1)).
     pending: dict[str, dict[int, None]] = {}
     pending_sizes: Counter[int] = Counter()
     entries: dict[int, tuple[int, Entry]] = {}  # job -> (share step it was built for, entry)
+    # Running jobs by tier (for preemption), each with its ``Running`` as of its tier.
+    tiers: list[dict[int, Running]] = [{} for _ in range(len(thresholds) + 1)]
     used: dict[str, float] = {}  # GPU-seconds charged to each group, at start
     used_total = 0.0
     step: float | None = getattr(pol, "share_step", None)
-    completions: list[tuple[float, int]] = []
+    events: list[tuple[float, int, int, int]] = []  # (time, 0 end / 1 next tier, version, job)
     violations = 0
     notes: list[str] = []
     calls = 0
@@ -243,17 +279,39 @@ def replay(
             return 0
         return int(used.get(group, 0.0) / used_total / step)
 
-    def entry_of(i: int, s: int) -> Entry:
+    def queued_of(i: int, share: float, service: float) -> QueuedJob:
         rec = records[i]
+        at = EPOCH + timedelta(seconds=rec.submit_s)
+        return QueuedJob(i, at, rec.group, 0, share, gpus_of[i], service, predicted[i])
+
+    def entry_of(i: int, s: int) -> Entry:
         cached = entries.get(i)
         if cached is not None and cached[0] == s:
             return cached[1]
         # The policy orders by the share's step only: report its middle, exact in floats.
         share = (s + 0.5) * step if step is not None else 0.0
-        queued = QueuedJob(i, EPOCH + timedelta(seconds=rec.submit_s), rec.group, 0, share)
-        made = Entry(queued, requests[i])
+        made = Entry(queued_of(i, share, attained[i]), requests[i])
         entries[i] = (s, made)
         return made
+
+    def next_tier(i: int, service: float) -> None:
+        """Schedule the moment the running job ``i`` enters its next LAS tier, if it does."""
+        above = [t for t in thresholds if t > service]
+        if not above or not gpus_of[i]:
+            return
+        at = now + (above[0] - service) / gpus_of[i]
+        if at < (records[i].end_s or 0.0):
+            heapq.heappush(events, (at, 1, version[i], i))
+
+    def run_as(i: int, service: float, site: str, pool: str) -> None:
+        if not preempts:
+            return
+        q = queued_of(i, 0.0, service)
+        tier = pol.tier(q)
+        for level in tiers:
+            level.pop(i, None)
+        tiers[tier][i] = Running(q, requests[i], site, pool, tier)
+        next_tier(i, service)
 
     def start(entry: Entry, best: Candidate, placement: Placement) -> bool:
         nonlocal violations, used_total
@@ -268,14 +326,17 @@ def replay(
             violations += 1
             notes.append(f"{rec.job_id}: {res.gpus} GPUs over capacity of {best.pool}")
             return False
-        ref = _speed(catalog, res.gpu_model or REFERENCE_GPU)
-        runtime = rec.duration_s * ref / st.speed if res.gpus else rec.duration_s
+        runtime = remaining[i] * ref_speed[i] / st.speed if res.gpus else remaining[i]
         end = now + runtime
         st.free_gpus -= res.gpus
         st.free_cpus -= res.cpus
         st.running_gpus += res.gpus
         st.running_end_gpu_s += end * res.gpus
-        rec.start_s, rec.end_s = now, end
+        if reserves:
+            bisect.insort(st.ends, (end, res.gpus))
+        if rec.start_s is None:
+            rec.start_s = now
+        run_start[i], rec.end_s = now, end
         rec.site, rec.pool, rec.gpu_model = best.site, best.pool, st.pool.gpu_model
         used[rec.group] = used.get(rec.group, 0.0) + runtime * res.gpus
         used_total += runtime * res.gpus
@@ -283,20 +344,61 @@ def replay(
         pending_sizes[res.gpus] -= 1
         if not pending_sizes[res.gpus]:
             del pending_sizes[res.gpus]
-        heapq.heappush(completions, (end, i))
+        heapq.heappush(events, (end, 0, version[i], i))
+        run_as(i, attained[i], best.site, best.pool)
+        return True
+
+    def release(i: int) -> _PoolState:
+        """Give back the GPUs of running job ``i`` (it ended or stops)."""
+        st = pools[(records[i].site or "", records[i].pool or "")]
+        res = requests[i].resources
+        st.free_gpus += res.gpus
+        st.free_cpus += res.cpus
+        st.running_gpus -= res.gpus
+        end = records[i].end_s or 0.0
+        st.running_end_gpu_s -= end * res.gpus
+        if reserves:
+            del st.ends[bisect.bisect_left(st.ends, (end, res.gpus))]
+        for level in tiers:
+            level.pop(i, None)
+        return st
+
+    def preempt(victim: Running) -> bool:
+        nonlocal used_total
+        i = victim.queued.job_id
+        rec = records[i]
+        st = release(i)
+        ran = now - run_start[i]
+        left = (rec.end_s or now) - now
+        remaining[i] = max(remaining[i] - ran * st.speed / ref_speed[i], 0.0)
+        attained[i] += ran * gpus_of[i]
+        rec.ran_s += ran
+        rec.preemptions += 1
+        rec.end_s = None
+        version[i] += 1
+        # Charge only what ran; resumed, it asks for what is left.
+        used[rec.group] -= left * gpus_of[i]
+        used_total -= left * gpus_of[i]
+        requests[i] = replace(requests[i], max_runtime_s=max(1, math.ceil(remaining[i])))
+        entries.pop(i, None)
+        pending.setdefault(rec.group, {})[i] = None
+        pending_sizes[gpus_of[i]] += 1
         return True
 
     def head() -> list[Entry]:
+        """The first ``max_pending`` pending jobs, in the policy's order."""
         groups = [g for g, q in pending.items() if q]
         picked: list[Entry] = []
+        # Fifo and backfill keep age order within a group: the head of each suffices.
+        aged = pol.name in ("fifo", "backfill")
         for g in groups:
             s = share_step(g)
-            picked += [entry_of(i, s) for i in itertools.islice(pending[g], max_pending)]
-        if len(groups) > 1 and len(picked) > max_pending:
-            # Within a group both policies keep age order, so the heads suffice.
+            chosen = itertools.islice(pending[g], max_pending if aged else None)
+            picked += [entry_of(i, s) for i in chosen]
+        if len(groups) > 1 or not aged:
             by_id = {e.queued.job_id: e for e in picked}
-            ranked = pol.order([e.queued for e in picked])[:max_pending]
-            picked = [by_id[q.job_id] for q in ranked]
+            ranked = pol.order([e.queued for e in picked], EPOCH + timedelta(seconds=now))
+            picked = [by_id[q.job_id] for q in ranked[:max_pending]]
         return picked
 
     def could_start() -> bool:
@@ -305,37 +407,70 @@ def replay(
         smallest = min(pending_sizes)
         if smallest == 0:
             return True
+        if preempts and any(tiers[1:]):
+            return True  # a pending job may stop a running one of a later tier
         # A GPU job starts only in a pool with that many free GPUs (fits_now).
         return any(st.free_gpus >= smallest for st in gpu_pools)
 
+    timeline: list[tuple[float, int, int]] = []
+
+    def record() -> None:
+        busy = gpus_total - sum(st.free_gpus for st in gpu_pools)
+        timeline.append((now, sum(pending_sizes.values()), busy))
+
     nxt = 0
-    while nxt < len(order) or completions:
+    while nxt < len(order) or events:
         arrival = accepted[order[nxt]].submit_time_s if nxt < len(order) else math.inf
-        done_at = completions[0][0] if completions else math.inf
-        now = min(arrival, done_at)
+        next_event = events[0][0] if events else math.inf
+        now = min(arrival, next_event)
         # Every event at this instant, then one pass.
-        while completions and completions[0][0] <= now:
-            _, i = heapq.heappop(completions)
-            st = pools[(records[i].site or "", records[i].pool or "")]
-            res = requests[i].resources
-            st.free_gpus += res.gpus
-            st.free_cpus += res.cpus
-            st.running_gpus -= res.gpus
-            st.running_end_gpu_s -= (records[i].end_s or 0.0) * res.gpus
+        while events and events[0][0] <= now:
+            _, kind, ver, i = heapq.heappop(events)
+            if ver != version[i]:
+                continue  # the job stopped after this event was set
+            rec = records[i]
+            if kind == 1:
+                service = attained[i] + (now - run_start[i]) * gpus_of[i]
+                # Exactly the threshold it reached, whatever the rounding of the times.
+                service = next((t for t in thresholds if abs(t - service) < 1e-3), service)
+                run_as(i, service, rec.site or "", rec.pool or "")
+                continue
+            release(i)
+            rec.ran_s += now - run_start[i]
+            if learns:
+                predictor.observe(rec.user, rec.group, rec.num_gpus, rec.ran_s)
         while nxt < len(order) and accepted[order[nxt]].submit_time_s <= now:
             i = order[nxt]
+            if learns:
+                predicted[i] = predictor.predict(records[i].user, records[i].group, gpus_of[i])
             pending.setdefault(records[i].group, {})[i] = None
             pending_sizes[records[i].num_gpus] += 1
             nxt += 1
         if not could_start():
+            record()
             continue
         snapshots = {
-            s.name: SiteSnapshot(s, tuple(pools[(s.name, p.name)].capacity(now) for p in s.pools))
+            s.name: SiteSnapshot(
+                s,
+                tuple(pools[(s.name, p.name)].capacity(now) for p in s.pools),
+            )
             for s in sites
         }
+        running = [r for level in tiers for r in level.values()] if preempts else []
         calls += 1
         # Through the module, so that the live loop's decide is the one called (and patchable).
-        decide_module.decide(head(), snapshots, pol, catalog, start)
+        decide_module.decide(
+            head(),
+            snapshots,
+            pol,
+            catalog,
+            start,
+            EPOCH + timedelta(seconds=now),
+            running,
+            preempt,
+            ordered=True,
+        )
+        record()
 
     unfinished = sum(len(q) for q in pending.values())
     return SimResult(
@@ -349,4 +484,5 @@ def replay(
         time_scale=factor,
         unfinished=unfinished,
         violation_notes=notes[:20],
+        timeline=timeline,
     )

@@ -146,6 +146,11 @@ class JobSpec(BaseModel):
     max_runtime: Annotated[str | int, Field(description="e.g. 30m, 2h, 1-00:00:00")] = "1h"
     retries: int = Field(default=0, ge=0, le=10)
     quantum: QuantumSpec | None = Field(default=None, description="a quantum task's program")
+    preemptible: bool = Field(
+        default=False,
+        description="the job checkpoints: a scheduler may stop it for a more urgent job "
+        "and resume it later",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -228,4 +233,5 @@ class JobSpec(BaseModel):
             sites_deny=tuple(c.sites.deny),
             max_price_eur_gpu_hour=c.max_price_eur_gpu_hour,
             quantum=self.quantum.need() if self.quantum else None,
+            preemptible=self.preemptible,
         )

@@ -383,6 +383,7 @@ def to_job(row: JobRow, project: str, owner: str, history: list[Transition] | No
         sites_deny=tuple(sites.get("deny") or ()),
         max_price_eur_gpu_hour=constraints.get("max_price_eur_gpu_hour"),
         quantum=need_of(spec.get("quantum")),
+        preemptible=bool(spec.get("preemptible", False)),
     )
     return Job(
         id=str(row.id),

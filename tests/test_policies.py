@@ -1,0 +1,242 @@
+"""Scheduling policies on hand-made traces whose best schedules are known.
+
+EASY backfill, LAS with preemption and Grappe's starvation bound, each through
+the one scheduling pass (``decide``) that the live loop runs too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grappe.catalog import gpu_models
+from grappe.domain.jobs import JobRequest
+from grappe.domain.resources import Resources
+from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
+from grappe.scheduler import decide as decide_module
+from grappe.scheduler.decide import Entry, Running, decide
+from grappe.scheduler.policies import POLICIES, QueuedJob, las_queue, policy
+from grappe.scheduler.predict import RuntimePredictor, shape
+from grappe.sim.metrics import summarise
+from grappe.sim.replay import replay
+from grappe.sim.trace import TraceJob
+from tests.conftest import open_world
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def four_gpus() -> list[Site]:
+    return [
+        Site("s", "t", "FR", "EU", (), 50.0, "local", (Pool("p", 1, 64, 256 << 30, "A100", 4),))
+    ]
+
+
+def job(jid: str, at: float, gpus: int, duration: float, **kw: Any) -> TraceJob:
+    return TraceJob(jid, at, gpus, duration, vc="x", **kw)
+
+
+def starts(jobs: list[TraceJob], name: str) -> dict[str, float | None]:
+    return {r.job_id: r.start_s for r in replay(jobs, four_gpus(), name).records}
+
+
+def test_shadow_time_is_when_enough_gpus_come_back() -> None:
+    cap = PoolCapacity("p", 1, 8, 1 << 30, as_of=10.0, releases=((20.0, 1), (30.0, 2), (30.0, 1)))
+    assert cap.shadow(1) == (10.0, 0)  # fits now
+    assert cap.shadow(2) == (20.0, 0)
+    # Two jobs end at 30: both count, so two GPUs are spare for later jobs.
+    assert cap.shadow(3) == (30.0, 2)
+    assert cap.shadow(6) is None
+
+
+def test_easy_backfill_lets_a_short_job_pass_without_delaying_the_head() -> None:
+    # A holds 3 of 4 GPUs until 100; B needs 4 and waits for 100.
+    # C (1 GPU, 50 s) ends before 100: it may pass. D (1 GPU, 500 s) would delay B: it waits.
+    jobs = [job("A", 0, 3, 100), job("B", 1, 4, 10), job("C", 2, 1, 50), job("D", 3, 1, 500)]
+    assert starts(jobs, "fifo") == {"A": 0, "B": 100, "C": 110, "D": 110}
+    assert starts(jobs, "backfill") == {"A": 0, "B": 100, "C": 2, "D": 110}
+    # Spare GPUs at the reservation may be used however long the job: B needs 2 of 4.
+    jobs = [job("A", 0, 3, 100), job("B", 1, 2, 10), job("C", 2, 1, 500)]
+    assert starts(jobs, "backfill") == {"A": 0, "B": 100, "C": 2}
+
+
+def test_las_preempts_a_long_job_for_a_new_one_and_resumes_it() -> None:
+    # A takes all 4 GPUs for 100,000 s; by 10,000 s it has had 40,000 GPU-s (the last
+    # queue). B arrives then: LAS stops A, runs B at once, and A resumes where it stopped.
+    jobs = [job("A", 0, 4, 100_000), job("B", 10_000, 1, 100)]
+    result = replay(jobs, four_gpus(), "las")
+    rec = {r.job_id: r for r in result.records}
+    assert rec["B"].start_s == 10_000 and rec["B"].end_s == 10_100
+    assert rec["A"].preemptions == 1 and rec["A"].end_s == pytest.approx(100_100)
+    assert rec["A"].ran_s == pytest.approx(100_000)
+    m = summarise(result)
+    assert m["preemptions"] == 1 and m["violations"] == 0
+    assert m["avg_wait_s"] == pytest.approx(100 / 2)  # A was stopped for B's 100 s
+    # Without preemption B waits for A.
+    assert starts(jobs, "fifo")["B"] == 100_000
+
+
+def test_las_queues_by_attained_service() -> None:
+    assert [las_queue(s) for s in (0, 3599, 3600, 35_999, 36_000, 1e9)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_grappe_bounds_the_wait_of_a_big_job_among_many_small_ones() -> None:
+    # One-GPU jobs of 100 s arrive every 25 s and keep the 4 GPUs busy; a 4-GPU job X
+    # arrives at 500. LAS and smallest-work-first keep passing X; Grappe starts it once it
+    # has waited 20 x its predicted runtime (100 s, learned from the jobs that ended).
+    small = [job(f"s{i}", i * 25.0, 1, 100) for i in range(400)]
+    jobs = [*small, job("X", 500, 4, 100)]
+    grappe = replay(jobs, four_gpus(), "grappe")
+    x = next(r for r in grappe.records if r.job_id == "X")
+    assert x.start_s is not None and 500 + 2000 < x.start_s <= 500 + 2000 + 100
+    assert grappe.violations == 0 and grappe.unfinished == 0
+    las_x = starts(jobs, "las")["X"]
+    assert las_x is not None and las_x > 9000  # starved until the stream ends
+
+
+def test_decide_stops_the_highest_tier_first() -> None:
+    pool = Pool("p", 1, 64, 256 << 30, "A100", 4)
+    snap = SiteSnapshot(
+        Site("s", "t", "FR", "EU", (), 50.0, "local", (pool,)),
+        (PoolCapacity("p", 0, 60, 200 << 30),),
+    )
+
+    def request(i: int, gpus: int) -> JobRequest:
+        return JobRequest(str(i), "x", Resources(gpus=gpus, cpus=1), 100, preemptible=True)
+
+    def queued(i: int, gpus: int, service: float) -> QueuedJob:
+        return QueuedJob(i, T0, "x", 0, 0.0, gpus, service)
+
+    las = policy("las")
+    running = sorted(
+        (
+            Running(queued(i, 2, service), request(i, 2), "s", "p", las.tier(queued(i, 2, service)))
+            for i, service in ((1, 100.0), (2, 50_000.0))
+        ),
+        key=lambda r: r.tier,
+    )
+    stopped: list[int] = []
+    started: list[int] = []
+    new = Entry(queued(3, 2, 0.0), request(3, 2))
+    result = decide(
+        [new],
+        {"s": snap},
+        las,
+        gpu_models(),
+        lambda e, c, p: started.append(e.queued.job_id) is None,
+        T0,
+        running,
+        lambda r: stopped.append(r.queued.job_id) is None,
+    )
+    assert stopped == [2] and started == [3]
+    assert [r.queued.job_id for r in result.preempted] == [2]
+    # A job of the same tier as every running one stops nobody.
+    stopped.clear()
+    result = decide(
+        [Entry(queued(4, 2, 100_000.0), request(4, 2))],
+        {"s": snap},
+        las,
+        gpu_models(),
+        lambda e, c, p: True,
+        T0,
+        running,
+        lambda r: stopped.append(r.queued.job_id) is None,
+    )
+    assert stopped == [] and not result.started
+
+
+def test_predictions_learn_by_user_then_shape() -> None:
+    p = RuntimePredictor()
+    assert p.predict("ann", "g", 1) == 0.0  # nothing learned: unknown
+    for _ in range(3):
+        p.observe("ann", "g", 1, 100.0)
+        p.observe("bob", "g", 8, 10_000.0)
+    assert p.predict("ann", "g", 1) == pytest.approx(100.0)
+    assert p.predict("bob", "g", 8) == pytest.approx(10_000.0)
+    # A new user is predicted from the group's jobs of the same shape.
+    assert p.predict("cyd", "g", 8) == pytest.approx(10_000.0)
+    fresh = RuntimePredictor()
+    fresh.observe(None, None, 1, 100.0)
+    fresh.observe(None, None, 8, 10_000.0)
+    assert fresh.predict(None, None, 2) == pytest.approx(1000.0)  # geometric mean of all
+    assert [shape(g) for g in (0, 1, 2, 3, 4, 8, 9)] == [0, 1, 2, 2, 3, 4, 4]
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_every_policy_runs_the_shared_pass_live_and_replayed(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = decide_module.decide
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[2].name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decide_module, "decide", counting)
+    from grappe.scheduler import loop as loop_module
+
+    monkeypatch.setattr(loop_module, "decide", counting)
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", policy_name=name)
+    try:
+        spec = {"name": "t", "project": "demo", "run": "true", "max_runtime": "1m"}
+        r = world.client().post("/api/v1/jobs", json=spec)
+        assert r.status_code in (200, 201), r.text
+        world.tick()
+    finally:
+        world.factory.close()
+    assert calls == [name]
+    result = replay([job("A", 0, 4, 100), job("B", 1, 2, 50)], four_gpus(), name)
+    assert calls[1:] and set(calls) == {name}
+    assert summarise(result)["jobs"] == 2
+
+
+def test_cli_report_writes_markdown_and_plots(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from grappe.cli.main import app
+    from tests.test_sim import federation, write_trace
+
+    rows = [f"j{i},{i * 5},{1 + i % 4},{60 + 7 * i},{'ab'[i % 2]}" for i in range(40)]
+    trace = write_trace(tmp_path / "t.csv", rows)
+    out_dir = tmp_path / "report"
+    args = ["sim", "--trace", str(trace), "--federation", str(federation(tmp_path))]
+    policies = "grappe,fifo,backfill,las"
+    out = CliRunner().invoke(app, [*args, "--policy", policies, "--report", str(out_dir)])
+    assert out.exit_code == 0, out.output
+    text = (out_dir / "report.md").read_text()
+    for name in policies.split(","):
+        assert f"| {name} | 40 |" in text
+    assert "grappe average JCT is" in text and "![JCT CDF](jct_cdf.png)" in text
+    for png in ("jct_cdf.png", "queue_utilisation.png"):
+        data = (out_dir / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    # A report folder that cannot be made: a clear error, exit 2.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = CliRunner().invoke(app, [*args, "--report", str(blocker / "sub")])
+    assert out.exit_code == 2 and "cannot make the report folder" in out.output
+
+
+def test_a_job_says_it_is_preemptible_and_the_store_keeps_it(tmp_path: Path) -> None:
+    from grappe.store import repo
+
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        ids = []
+        for flag in (True, False):
+            spec = {"name": f"p{flag}", "project": "demo", "run": "true", "preemptible": flag}
+            r = world.client().post("/api/v1/jobs", json=spec)
+            assert r.status_code in (200, 201), r.text
+            ids.append(r.json()["id"])
+        with world.factory.store.session() as s:
+            rows = [repo.job_row(s, int(i)) for i in ids]
+            flags = [repo.to_job(row, "demo", "").request.preemptible for row in rows if row]
+        assert flags == [True, False]
+        bad = {"name": "b", "project": "demo", "run": "true", "preemptible": "sometimes"}
+        r = world.client().post("/api/v1/jobs", json=bad)
+        assert r.status_code == 422 and "preemptible" in r.text
+    finally:
+        world.factory.close()
