@@ -6,13 +6,75 @@ OpenAI shape so the official clients show them as they would any provider's.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from grappe.gateway.errors import GatewayError
 from grappe.gateway.service import Gateway
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """An error of ``/v1``, in the shape OpenAI's clients read."""
+
+    error: OpenAIErrorDetail
+
+
+# Every answer /v1 gives, so clients (and the fuzzing tests) know them; 413 stays Grappe's own.
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIError, "description": description}
+    for status, description in (
+        (400, "the request is not one the model can serve (the param names the field)"),
+        (401, "no API key, or not a valid one"),
+        (402, "the key's project has used its token budget"),
+        (404, "the model is not served here"),
+        (429, "over the key's requests or tokens per minute; see Retry-After"),
+        (502, "the replica answered with an error"),
+        (503, "no healthy replica of the model"),
+    )
+}
+EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "description": "a JSON chunk, or [DONE] at the end"}},
+}
+STREAMED = {
+    200: {
+        "description": "the answer; server-sent events (ending with [DONE]) when stream is true",
+        "content": {"application/json": {}, "text/event-stream": {"schema": EVENT}},
+    }
+}
+
+
+def _body(required: list[str], **properties: Any) -> dict[str, Any]:
+    """The JSON body a /v1 operation reads (the gateway checks it; other fields pass through)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_MODEL = {"type": "string", "description": "a model that GET /v1/models lists"}
+_GENERATION = {
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number", "minimum": 0},
+    "seed": {"type": "integer"},
+    "stream": {"type": "boolean"},
+}
+_MESSAGE = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+}
+
+router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)
 
 
 def _gateway(request: Request) -> Gateway:
@@ -49,19 +111,42 @@ async def _serve(request: Request, task: str) -> Response:
         return _error(exc)
 
 
-@router.post("/chat/completions")
+@router.post(
+    "/chat/completions",
+    responses=STREAMED,
+    openapi_extra=_body(
+        ["model", "messages"],
+        model=_MODEL,
+        messages={"type": "array", "items": _MESSAGE},
+        **_GENERATION,
+    ),
+)
 async def chat(request: Request) -> Response:
     """A chat completion, streamed as server-sent events when ``stream`` is true."""
     return await _serve(request, "chat")
 
 
-@router.post("/completions")
+@router.post(
+    "/completions",
+    responses=STREAMED,
+    openapi_extra=_body(
+        ["model", "prompt"], model=_MODEL, prompt={"type": "string"}, **_GENERATION
+    ),
+)
 async def completions(request: Request) -> Response:
     """A text completion, streamed when ``stream`` is true."""
     return await _serve(request, "completion")
 
 
-@router.post("/embeddings")
+@router.post(
+    "/embeddings",
+    openapi_extra=_body(
+        ["model", "input"],
+        model=_MODEL,
+        input={"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        encoding_format={"type": "string", "enum": ["float", "base64"]},
+    ),
+)
 async def embeddings(request: Request) -> Response:
     """Vectors for one text or a list of texts."""
     return await _serve(request, "embedding")
