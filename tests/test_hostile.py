@@ -295,6 +295,35 @@ def test_failed_authentications_are_rate_limited(tmp_path: Path) -> None:
         world.factory.close()
 
 
+def test_guessing_gateway_keys_is_rate_limited_with_member_tokens(tmp_path: Path) -> None:
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", auth_failures_per_minute=5)
+    try:
+        made = world.client().post("/api/v1/keys", json={"project": "demo"})
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+
+        def models(token: str | None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return world.http.get("/v1/models", headers=headers)
+
+        assert models(key).status_code == 200
+        for i in range(5):
+            wrong = models(f"{key[:-4]}x{i:03d}")
+            assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        blocked = models(key + "y")
+        assert blocked.status_code == 429, blocked.text
+        assert blocked.json()["error"]["code"] == "rate_limited"  # in OpenAI's shape
+        assert blocked.json()["error"]["type"] == "rate_limit_error"
+        assert 1 <= int(blocked.headers["Retry-After"]) <= 60
+        # The right key learns nothing while blocked, nor does a member token on the API.
+        assert models(key).status_code == 429
+        assert world.client().get("/api/v1/jobs").status_code == 429
+        # No key at all is no guess: still a plain 401.
+        assert models(None).status_code == 401
+    finally:
+        world.factory.close()
+
+
 def test_the_failure_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().auth_failures_per_minute == 30
     monkeypatch.setenv("GRAPPE_AUTH_FAILURES_PER_MINUTE", "7")

@@ -12,8 +12,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from grappe.api.limits import TooManyFailures, client_address
 from grappe.gateway.errors import GatewayError
 from grappe.gateway.service import Gateway
+from grappe.services.errors import Unauthorized
+from grappe.store.gateway import KeyInfo
 
 
 class OpenAIErrorDetail(BaseModel):
@@ -37,7 +40,7 @@ OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "no API key, or not a valid one"),
         (402, "the key's project has used its token budget"),
         (404, "the model is not served here"),
-        (429, "over the key's requests or tokens per minute; see Retry-After"),
+        (429, "over the key's limits, or too many bad keys from here; see Retry-After"),
         (502, "the replica answered with an error"),
         (503, "no healthy replica of the model"),
     )
@@ -87,6 +90,40 @@ def _token(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
+class _BadKey(Unauthorized):
+    """A key that is not valid, counted as a failed authentication like a bad member token."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _key(request: Request) -> KeyInfo:
+    """The key's grant; guessing keys is rate-limited per address with member tokens."""
+    gw = _gateway(request)
+    token = _token(request)
+    if not token:  # nothing guessed: a plain 401, not counted
+        return gw.key(token)
+
+    def attempt() -> KeyInfo:
+        try:
+            return gw.key(token)
+        except GatewayError as exc:
+            if exc.status != 401:
+                raise
+            raise _BadKey(exc) from None
+
+    try:
+        return request.app.state.auth_failures.guard(  # type: ignore[no-any-return]
+            client_address(request), attempt
+        )
+    except _BadKey as bad:
+        raise bad.error from None
+    except TooManyFailures as exc:
+        wait = int(exc.headers["Retry-After"])
+        raise GatewayError(429, exc.message, "rate_limit_error", exc.code, None, wait) from None
+
+
 def _error(exc: GatewayError) -> JSONResponse:
     return JSONResponse(exc.body(), exc.status, headers=exc.headers())
 
@@ -96,7 +133,7 @@ async def models(request: Request) -> Response:
     """The models the key's project may call."""
     gw = _gateway(request)
     try:
-        key = gw.key(_token(request))
+        key = _key(request)
     except GatewayError as exc:
         return _error(exc)
     return JSONResponse({"object": "list", "data": gw.models(key)})
@@ -105,7 +142,7 @@ async def models(request: Request) -> Response:
 async def _serve(request: Request, task: str) -> Response:
     gw = _gateway(request)
     try:
-        key = gw.key(_token(request))
+        key = _key(request)
         return await gw.handle(task, await request.body(), key)
     except GatewayError as exc:
         return _error(exc)
