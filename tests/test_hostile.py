@@ -324,6 +324,37 @@ def test_guessing_gateway_keys_is_rate_limited_with_member_tokens(tmp_path: Path
         world.factory.close()
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/v1",
+        "http://localhost:{port}",
+        "http://LOCALHOST.:{port}/v1",
+        "http://127.0.0.2:{port}/v1",
+        "http://127.1:{port}/v1",
+        "http://2130706433:{port}/v1",
+        "http://0.0.0.0:{port}/v1",
+        "http://[::1]:{port}/v1",
+        "http://[::ffff:127.0.0.1]:{port}/v1",
+        "ftp://10.0.0.5/v1",
+        "file:///etc/passwd",
+    ],
+)
+def test_an_upstream_inside_the_control_plane_is_refused(tmp_path: Path, url: str) -> None:
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}")
+    try:
+        body = {"model": "loop", "url": url.format(port=world.factory.settings.port)}
+        member = world.client(world.user("mallory", "demo"))
+        assert member.post("/api/v1/models/deployments", json=body).status_code == 403
+        resp = world.client().post("/api/v1/models/deployments", json=body)
+        assert resp.status_code == 422, resp.text
+        assert "url" in resp.text
+        served = world.client().get("/api/v1/models/deployments").json()
+        assert "loop" not in [d["model"] for d in served]
+    finally:
+        world.factory.close()
+
+
 def test_the_failure_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().auth_failures_per_minute == 30
     monkeypatch.setenv("GRAPPE_AUTH_FAILURES_PER_MINUTE", "7")
