@@ -324,6 +324,27 @@ def test_guessing_gateway_keys_is_rate_limited_with_member_tokens(tmp_path: Path
         world.factory.close()
 
 
+def test_guessing_console_session_cookies_is_rate_limited(tmp_path: Path) -> None:
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", auth_failures_per_minute=5)
+    try:
+        right = world.user("ruth", "demo")
+
+        def overview(cookie: str) -> Any:
+            world.http.cookies.set(SESSION_COOKIE, cookie)
+            return world.http.get("/", follow_redirects=False)
+
+        assert overview(right).status_code == 200
+        for i in range(5):
+            wrong = overview(f"grp_guess{i}")
+            assert wrong.status_code == 303 and wrong.headers["location"].startswith("/signin")
+        # Blocked: the right cookie is sent to sign in like a wrong one, and the API says 429.
+        blocked = overview(right)
+        assert blocked.status_code == 303 and blocked.headers["location"].startswith("/signin")
+        assert world.client(right).get("/api/v1/jobs").status_code == 429
+    finally:
+        world.factory.close()
+
+
 @pytest.mark.parametrize(
     "url",
     [
