@@ -54,6 +54,7 @@ LOAD  ?= 0.9
 bench: install
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/decide.py
+	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/sim.py --trace $(TRACE) --fed "$(FED)" --load $(LOAD)
 
 # Load: JOBS submissions from CLIENTS clients to one `grappe up` on SQLite, then to two

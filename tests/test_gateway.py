@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -32,7 +33,7 @@ def factory(start_server: Callable[..., Server]) -> Server:  # noqa: F811
 
 
 def client(server: Server, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=300)
 
 
 def new_key(server: Server, project: str = "demo", *options: str) -> str:
@@ -152,6 +153,13 @@ def test_errors_come_in_the_openai_shape(factory: Server, tiny_lm: Path) -> None
     assert bad.returncode == 2 and "path" in bad.stderr and "Traceback" not in bad.stderr
     own = server.cli("models", "deploy", "x", "--url", f"http://127.0.0.1:{server.port}/v1")
     assert own.returncode == 2 and "factory's own address" in own.stderr
+
+    # Only operators deploy; an unknown endpoint answers in the OpenAI shape too.
+    member = server.cli_ok("users", "create", "ann", "--project", "demo").stdout.split()[-1]
+    refused = server.cli("models", "deploy", "y", "--url", "http://10.0.0.9:8000", token=member)
+    assert refused.returncode == 2 and "operator" in refused.stderr
+    nope = httpx.post(f"{server.url}/v1/nope", headers={"Authorization": f"Bearer {key}"})
+    assert nope.status_code == 404 and nope.json()["error"]["code"] == "not_found"
 
 
 def test_the_catalog_lists_open_model_cards(factory: Server) -> None:

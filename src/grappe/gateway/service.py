@@ -23,7 +23,7 @@ import anyio
 from starlette.responses import Response, StreamingResponse
 
 from grappe.gateway import engine as eng
-from grappe.gateway import local
+from grappe.gateway import local, proxy
 from grappe.gateway.errors import GatewayError, bad_request, unavailable, unknown_model
 from grappe.gateway.limits import Ledger, RateLimits
 from grappe.gateway.proxy import ReplicaFailed, Upstream, Usage, estimate_tokens, read_usage, relay
@@ -171,6 +171,7 @@ class Gateway:
         await self.upstream.close()
 
     async def _loop(self) -> None:
+        await anyio.to_thread.run_sync(proxy.load_tokenizer)
         while True:
             try:
                 await anyio.to_thread.run_sync(self.reload)
