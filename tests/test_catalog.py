@@ -1,10 +1,10 @@
-"""The GPU catalog shipped with Grappe."""
+"""The catalogs shipped with Grappe: GPU models and open-weight model cards."""
 
 from __future__ import annotations
 
 import pytest
 
-from grappe.catalog import REFERENCE_GPU, gpu_model, gpu_models
+from grappe.catalog import REFERENCE_GPU, gpu_model, gpu_models, model_cards
 from grappe.domain.sites import GpuModel
 
 MODELS = ["V100", "A100", "H100", "H200", "GH200", "B200", "B300", "GB200", "MI250X", "MI300X"]
@@ -67,3 +67,13 @@ def test_unknown_model_is_none(name: str) -> None:
 
 def test_catalog_is_loaded_once() -> None:
     assert gpu_models() is gpu_models()
+
+
+def test_model_card_languages_are_language_codes() -> None:
+    # YAML 1.1 reads an unquoted `no` (Norwegian) as False: every code must stay a string.
+    for card in model_cards():
+        assert card["languages"], card["id"]
+        for code in card["languages"]:
+            assert isinstance(code, str) and code.isalpha() and code.islower(), (card["id"], code)
+    (eurollm,) = [c for c in model_cards() if c["id"].startswith("eurollm")]
+    assert "no" in eurollm["languages"] and False not in eurollm["languages"]

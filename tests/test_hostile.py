@@ -295,6 +295,87 @@ def test_failed_authentications_are_rate_limited(tmp_path: Path) -> None:
         world.factory.close()
 
 
+def test_guessing_gateway_keys_is_rate_limited_with_member_tokens(tmp_path: Path) -> None:
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", auth_failures_per_minute=5)
+    try:
+        made = world.client().post("/api/v1/keys", json={"project": "demo"})
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+
+        def models(token: str | None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return world.http.get("/v1/models", headers=headers)
+
+        assert models(key).status_code == 200
+        for i in range(5):
+            wrong = models(f"{key[:-4]}x{i:03d}")
+            assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        blocked = models(key + "y")
+        assert blocked.status_code == 429, blocked.text
+        assert blocked.json()["error"]["code"] == "rate_limited"  # in OpenAI's shape
+        assert blocked.json()["error"]["type"] == "rate_limit_error"
+        assert 1 <= int(blocked.headers["Retry-After"]) <= 60
+        # The right key learns nothing while blocked, nor does a member token on the API.
+        assert models(key).status_code == 429
+        assert world.client().get("/api/v1/jobs").status_code == 429
+        # No key at all is no guess: still a plain 401.
+        assert models(None).status_code == 401
+    finally:
+        world.factory.close()
+
+
+def test_guessing_console_session_cookies_is_rate_limited(tmp_path: Path) -> None:
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}", auth_failures_per_minute=5)
+    try:
+        right = world.user("ruth", "demo")
+
+        def overview(cookie: str) -> Any:
+            world.http.cookies.set(SESSION_COOKIE, cookie)
+            return world.http.get("/", follow_redirects=False)
+
+        assert overview(right).status_code == 200
+        for i in range(5):
+            wrong = overview(f"grp_guess{i}")
+            assert wrong.status_code == 303 and wrong.headers["location"].startswith("/signin")
+        # Blocked: the right cookie is sent to sign in like a wrong one, and the API says 429.
+        blocked = overview(right)
+        assert blocked.status_code == 303 and blocked.headers["location"].startswith("/signin")
+        assert world.client(right).get("/api/v1/jobs").status_code == 429
+    finally:
+        world.factory.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/v1",
+        "http://localhost:{port}",
+        "http://LOCALHOST.:{port}/v1",
+        "http://127.0.0.2:{port}/v1",
+        "http://127.1:{port}/v1",
+        "http://2130706433:{port}/v1",
+        "http://0.0.0.0:{port}/v1",
+        "http://[::1]:{port}/v1",
+        "http://[::ffff:127.0.0.1]:{port}/v1",
+        "ftp://10.0.0.5/v1",
+        "file:///etc/passwd",
+    ],
+)
+def test_an_upstream_inside_the_control_plane_is_refused(tmp_path: Path, url: str) -> None:
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'g.db'}")
+    try:
+        body = {"model": "loop", "url": url.format(port=world.factory.settings.port)}
+        member = world.client(world.user("mallory", "demo"))
+        assert member.post("/api/v1/models/deployments", json=body).status_code == 403
+        resp = world.client().post("/api/v1/models/deployments", json=body)
+        assert resp.status_code == 422, resp.text
+        assert "url" in resp.text
+        served = world.client().get("/api/v1/models/deployments").json()
+        assert "loop" not in [d["model"] for d in served]
+    finally:
+        world.factory.close()
+
+
 def test_the_failure_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().auth_failures_per_minute == 30
     monkeypatch.setenv("GRAPPE_AUTH_FAILURES_PER_MINUTE", "7")

@@ -29,9 +29,12 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
+from grappe.api.openai import TASKS, OpenAIEdge
 from grappe.console.web import SESSION_COOKIE, csrf_for
+from grappe.gateway.engine import EMBEDDING_MODEL as EMBEDDER
 from tests.conftest import World, local_site, missing, open_world
 from tests.test_quantum_e2e import BELL, quantum_site
+from tests.tiny_lm import build_tiny_lm
 
 MARK = "zeta"  # every name of project B contains it; A's answers must not
 PUBLIC, MEMBER, SCOPED, OPERATOR = "public", "member", "scoped", "operator"
@@ -86,6 +89,20 @@ ROUTES: dict[str, str] = {
     "GET /api/v1/quantum/sessions": SCOPED,
     "POST /api/v1/quantum/sessions": SCOPED,
     "POST /api/v1/quantum/allocations": OPERATOR,
+    # models as a service: keys, the catalog, deployments, and /v1 (called with a project's key)
+    "POST /api/v1/keys": SCOPED,
+    "GET /api/v1/keys": SCOPED,
+    "DELETE /api/v1/keys/{key_id}": SCOPED,
+    "GET /api/v1/models": MEMBER,
+    "GET /api/v1/models/deployments": MEMBER,
+    "POST /api/v1/models/deployments": OPERATOR,
+    "DELETE /api/v1/models/replicas/{replica_id}": OPERATOR,
+    "POST /api/v1/models/serve": OPERATOR,
+    "PUT /api/v1/models/policies/{project}": OPERATOR,
+    "GET /v1/models": SCOPED,
+    "POST /v1/chat/completions": SCOPED,
+    "POST /v1/completions": SCOPED,
+    "POST /v1/embeddings": SCOPED,
     # the console
     "GET /signin": PUBLIC,
     "POST /signin": PUBLIC,
@@ -108,6 +125,23 @@ ROUTES: dict[str, str] = {
     "POST /operator/projects/{name}/allocate": OPERATOR,
     "GET /operator/usage": OPERATOR,
     "GET /operator/usage.csv": OPERATOR,
+    "POST /operator/quantum/allocate": OPERATOR,
+    "GET /data": MEMBER,
+    "GET /data/requests": SCOPED,
+    "GET /data/queue": OPERATOR,
+    "POST /data/queue/{request_id}/{decision}": OPERATOR,
+    "GET /data/{sector}/{name}": SCOPED,
+    "POST /data/{sector}/{name}/request": SCOPED,
+    "GET /data/{sector}/{name}/files/{filename}": SCOPED,
+    "GET /quantum": SCOPED,
+    "GET /quantum/rows": SCOPED,
+    "POST /quantum": SCOPED,
+    "GET /quantum/tasks/{job_id}": SCOPED,
+    "GET /quantum/tasks/{job_id}/panel": SCOPED,
+    "GET /quantum/tasks/{job_id}/result.json": SCOPED,
+    "GET /models": SCOPED,
+    "POST /models/keys": SCOPED,
+    "POST /models/keys/{key_id}/revoke": SCOPED,
     "MOUNT /static": PUBLIC,
 }
 
@@ -123,6 +157,8 @@ class Zeta:
     waiting: int = 0  # a job waiting in the queue
     quantum: int = 0  # a finished quantum task
     request: int = 0  # zeta's granted access request
+    key_id: int = 0  # zeta's API key
+    replica: int = 0  # an upstream replica the operator registered
     extra: dict[str, Any] = field(default_factory=dict)
 
     def api(self, token: str) -> TestClient:
@@ -148,7 +184,8 @@ class Probe:
     route: str
     label: str
     call: Call
-    kind: str = "refused"  # or "filtered"
+    kind: str = "refused"  # or "filtered", or "own" (answered for the caller's own project)
+    refusal: tuple[int, ...] = (403, 404, 422)
     owner_ok: bool = True  # run it as Zed too (read-only probes)
     unchanged: Callable[[Zeta], None] | None = None
 
@@ -168,6 +205,34 @@ def page(method: str, path: str, form: dict[str, str] | None = None, **kw: Any) 
         return z.console(token).request(method, url, data=data, follow_redirects=False, **kw)
 
     return call
+
+
+def keyed(method: str, path: str, **kw: Any) -> Call:
+    """A /v1 call with the API key of the caller's project; zeta's tokens are read first."""
+
+    def call(z: Zeta, token: str) -> Any:
+        z.extra["zeta_tokens"] = zeta_tokens(z)
+        c = TestClient(z.world.app)
+        c.headers["Authorization"] = f"Bearer {z.extra['keys'][token]}"
+        return c.request(method, path, **kw)
+
+    return call
+
+
+def zeta_tokens(z: Zeta) -> int:
+    z.world.app.state.gateway.ledger.flush()
+    return int(z.world.client().get("/api/v1/projects/zeta").json()["used"]["tokens"])
+
+
+def zeta_not_charged(z: Zeta) -> None:
+    assert zeta_tokens(z) == z.extra["zeta_tokens"], "ada's call was charged to zeta"
+
+
+def zeta_key_works(z: Zeta) -> None:
+    (key,) = [k for k in z.api(z.zed).get("/api/v1/keys").json() if k["id"] == z.key_id]
+    assert key["revoked_at"] is None
+    resp = keyed("GET", "/v1/models")(z, z.zed)
+    assert resp.status_code == 200, resp.text
 
 
 def still(job: str, state: str) -> Callable[[Zeta], None]:
@@ -196,6 +261,19 @@ SPEC = {"name": "zeta-sneak", "project": "zeta", "run": "echo hi", "max_runtime"
 YAML_SPEC = "name: zeta-sneak\nproject: zeta\nrun: echo hi\nmax_runtime: 1m\n"
 TASK = {"program": BELL, "shots": 100, "project": "zeta", "backend": "aer"}
 FILE = "/api/v1/datasets/energy/grid-load/files/load.csv"
+
+CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
+V1_CALLS = [
+    ("GET /v1/models", "GET", "/v1/models", None),
+    ("POST /v1/chat/completions", "POST", "/v1/chat/completions", CHAT),
+    (
+        "POST /v1/completions",
+        "POST",
+        "/v1/completions",
+        {"model": "tiny", "prompt": "the factory", "max_tokens": 3},
+    ),
+    ("POST /v1/embeddings", "POST", "/v1/embeddings", {"model": EMBEDDER, "input": "hello"}),
+]
 
 PROBES: list[Probe] = [
     # --- jobs
@@ -349,6 +427,42 @@ PROBES: list[Probe] = [
         ),
         owner_ok=False,
     ),
+    # --- API keys: zeta's are neither shown, made nor revoked by ada
+    Probe("GET /api/v1/keys", "keys", api("GET", "/api/v1/keys"), "filtered"),
+    Probe(
+        "POST /api/v1/keys",
+        "a key for zeta",
+        api("POST", "/api/v1/keys", json={"project": "zeta", "name": "ada-spends"}),
+        owner_ok=False,
+    ),
+    Probe(
+        "DELETE /api/v1/keys/{key_id}",
+        "revoke zeta's key",
+        api("DELETE", "/api/v1/keys/{key_id}"),
+        owner_ok=False,
+        unchanged=zeta_key_works,
+    ),
+    # --- /v1 takes project keys: a member token is refused; alpha's key never charges zeta
+    *[
+        probe
+        for route, method, path, body in V1_CALLS
+        for probe in (
+            Probe(
+                route,
+                "a member token",
+                api(method, path, json=body),
+                refusal=(401,),
+                owner_ok=False,
+            ),
+            Probe(
+                route,
+                "alpha's key",
+                keyed(method, path, json=body),
+                "own",
+                unchanged=zeta_not_charged,
+            ),
+        )
+    ],
     # --- the console, signed in with a cookie
     Probe("GET /", "overview", page("GET", "/"), "filtered"),
     Probe("GET /overview/queue", "queue", page("GET", "/overview/queue"), "filtered"),
@@ -379,6 +493,67 @@ PROBES: list[Probe] = [
         page("POST", "/plan", {"spec": YAML_SPEC, "against": "live"}),
         # Zed's plan page shows a ranking: no error page to compare with; Ada's must refuse.
         owner_ok=False,
+    ),
+    Probe("GET /data/requests", "access requests page", page("GET", "/data/requests"), "filtered"),
+    Probe(
+        "GET /data/{sector}/{name}",
+        "dataset page",
+        page("GET", "/data/energy/grid-load"),
+        "filtered",
+    ),
+    Probe(
+        "POST /data/{sector}/{name}/request",
+        "request for zeta",
+        page(
+            "POST",
+            "/data/energy/grid-load/request",
+            {"project": "zeta", "purpose": "a forecast of the grid load"},
+        ),
+        owner_ok=False,
+    ),
+    Probe(
+        "GET /data/{sector}/{name}/files/{filename}",
+        "download",
+        page("GET", "/data/energy/grid-load/files/load.csv"),
+    ),
+    Probe(
+        "GET /data/{sector}/{name}/files/{filename}",
+        "download through zeta",
+        page("GET", "/data/energy/grid-load/files/load.csv?project=zeta&version=1"),
+    ),
+    Probe("GET /quantum", "quantum page", page("GET", "/quantum"), "filtered"),
+    Probe("GET /quantum/rows", "quantum rows", page("GET", "/quantum/rows"), "filtered"),
+    Probe(
+        "POST /quantum",
+        "task for zeta",
+        page("POST", "/quantum", {"program": BELL, "shots": "100", "project": "zeta"}),
+        owner_ok=False,
+        unchanged=zeta_jobs_unchanged,
+    ),
+    Probe("GET /quantum/tasks/{job_id}", "task page", page("GET", "/quantum/tasks/{quantum}")),
+    Probe(
+        "GET /quantum/tasks/{job_id}/panel",
+        "task panel",
+        page("GET", "/quantum/tasks/{quantum}/panel"),
+    ),
+    Probe(
+        "GET /quantum/tasks/{job_id}/result.json",
+        "task result",
+        page("GET", "/quantum/tasks/{quantum}/result.json"),
+    ),
+    Probe("GET /models", "models page and keys", page("GET", "/models"), "filtered"),
+    Probe(
+        "POST /models/keys",
+        "a key for zeta",
+        page("POST", "/models/keys", {"project": "zeta", "name": "ada-spends"}),
+        owner_ok=False,
+    ),
+    Probe(
+        "POST /models/keys/{key_id}/revoke",
+        "revoke zeta's key",
+        page("POST", "/models/keys/{key_id}/revoke"),
+        owner_ok=False,
+        unchanged=zeta_key_works,
     ),
 ]
 
@@ -421,11 +596,35 @@ OPERATOR_CALLS: dict[str, Call] = {
     ),
     "GET /operator/usage": page("GET", "/operator/usage"),
     "GET /operator/usage.csv": page("GET", "/operator/usage.csv"),
+    "POST /operator/quantum/allocate": page(
+        "POST", "/operator/quantum/allocate", {"project": "alpha", "shots": "100000"}
+    ),
+    "GET /data/queue": page("GET", "/data/queue"),
+    "POST /data/queue/{request_id}/{decision}": page("POST", "/data/queue/{request}/revoke"),
+    "POST /api/v1/models/deployments": api(
+        "POST",
+        "/api/v1/models/deployments",
+        json={"model": "ada-model", "url": "http://127.0.0.1:9/v1"},
+    ),
+    "DELETE /api/v1/models/replicas/{replica_id}": api(
+        "DELETE", "/api/v1/models/replicas/{replica}"
+    ),
+    "POST /api/v1/models/serve": api(
+        "POST",
+        "/api/v1/models/serve",
+        json={"model": EMBEDDER, "site": "local", "task": "embedding"},
+    ),
+    "PUT /api/v1/models/policies/{project}": api(
+        "PUT", "/api/v1/models/policies/zeta", json={"tokens": 0}
+    ),
 }
 
 
 def route_keys(app: Any) -> set[str]:
-    """Every route the app answers, its included routers flattened, as ``METHOD path``."""
+    """Every route the app answers, its included routers flattened, as ``METHOD path``.
+
+    The OpenAI-compatible ``/v1`` is an ASGI layer in front of the routes: its endpoints count.
+    """
     keys = set()
     for r in iter_route_contexts(app.routes):
         if isinstance(r.original_route, Mount):
@@ -433,6 +632,8 @@ def route_keys(app: Any) -> set[str]:
         else:
             for method in sorted((r.methods or set()) - {"HEAD"}):
                 keys.add(f"{method} {r.path.replace(':path}', '}')}")
+    if any(m.cls is OpenAIEdge for m in app.user_middleware):  # /v1, answered before the routes
+        keys |= {"GET /v1/models", *(f"POST {path}" for path in TASKS)}
     return keys
 
 
@@ -510,6 +711,23 @@ def zeta(
     assert asked.status_code == 201, asked.text
     z.request = asked.json()["id"]
     assert admin.post(f"/api/v1/data/requests/{z.request}/grant", json={}).status_code == 200
+    tiny = build_tiny_lm(tmp / "tiny")
+    deployed = admin.post("/api/v1/models/deployments", json={"model": "tiny", "path": str(tiny)})
+    assert deployed.status_code == 201, deployed.text
+    upstream = {"model": "upstream", "url": "http://127.0.0.1:9/v1"}
+    replica = admin.post("/api/v1/models/deployments", json=upstream)
+    assert replica.status_code == 201, replica.text
+    z.replica = replica.json()["replica"]["id"]
+    made = {
+        t: z.api(t).post("/api/v1/keys", json={"project": p})
+        for t, p in ((ada, "alpha"), (zed, "zeta"))
+    }
+    assert all(r.status_code == 201 for r in made.values()), [r.text for r in made.values()]
+    z.key_id = made[zed].json()["id"]
+    z.extra["keys"] = {t: r.json()["key"] for t, r in made.items()}
+    spent = keyed("POST", "/v1/chat/completions", json=CHAT)(z, zed)
+    assert spent.status_code == 200, spent.text
+    assert zeta_tokens(z) > 0
     yield z
     world.factory.close()
 
@@ -540,13 +758,13 @@ def test_every_scoped_and_operator_route_has_a_probe() -> None:
 @pytest.mark.parametrize("probe", PROBES, ids=lambda p: f"{p.route} [{p.label}]")
 def test_a_member_of_alpha_cannot_reach_zeta(zeta: Zeta, probe: Probe) -> None:
     theirs = probe.call(zeta, zeta.ada)
-    if probe.kind == "filtered":
+    if probe.kind in ("filtered", "own"):
         assert theirs.status_code == 200, theirs.text
         assert MARK not in theirs.text.lower(), f"{probe.label} shows zeta's things to ada"
     else:
-        assert theirs.status_code in (403, 404, 422), (theirs.status_code, theirs.text[:300])
+        assert theirs.status_code in probe.refusal, (theirs.status_code, theirs.text[:300])
         assert "ZETA-LOG-LINE" not in theirs.text and "zeta-secret-run" not in theirs.text
-        if probe.route.startswith(("GET /api", "POST /api", "DELETE /api")):
+        if probe.route.split(" ", 1)[1].startswith(("/api/", "/v1/")):
             assert theirs.json()["error"]["message"]
     if probe.unchanged is not None:
         probe.unchanged(zeta)
@@ -580,6 +798,10 @@ def test_every_route_but_the_public_ones_needs_a_member(zeta: Zeta, key: str) ->
         .replace("{version}", "1")
         .replace("{filename}", "load.csv")
         .replace("{language}", "fr")
+        .replace("{key_id}", str(zeta.key_id))
+        .replace("{replica_id}", str(zeta.replica))
+        .replace("{project}", "zeta")
+        .replace("{decision}", "grant")
     )
     resp = zeta.world.http.request(method, url, follow_redirects=False)
     if path.startswith("/api/"):

@@ -15,8 +15,11 @@ from typing import Any
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from grappe.api.limits import TooManyFailures
 from grappe.gateway.errors import GatewayError
 from grappe.gateway.service import Gateway
+from grappe.services.errors import Unauthorized
+from grappe.store.gateway import KeyInfo
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 TASKS = {
@@ -78,7 +81,7 @@ async def _answer(gateway: Gateway, scope: Scope, receive: Receive) -> Response:
     path, method = scope["path"].rstrip("/"), scope["method"]
     task = TASKS.get(path)
     if path == "/v1/models" and method == "GET":
-        key = gateway.key(_token(scope))
+        key = _key(gateway, scope)
         return JSONResponse({"object": "list", "data": gateway.models(key)})
     if task is None:
         raise GatewayError(
@@ -86,8 +89,42 @@ async def _answer(gateway: Gateway, scope: Scope, receive: Receive) -> Response:
         )
     if method != "POST":
         raise GatewayError(405, f"{path} takes POST", "invalid_request_error", "method_not_allowed")
-    key = gateway.key(_token(scope))
+    key = _key(gateway, scope)
     return await gateway.handle(task, await _body(receive), key)
+
+
+class _BadKey(Unauthorized):
+    """A key that is not valid, counted as a failed authentication like a bad member token."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _key(gateway: Gateway, scope: Scope) -> KeyInfo:
+    """The key's grant; guessing keys is rate-limited per address with member tokens."""
+    token = _token(scope)
+    if not token:  # nothing guessed: a plain 401, not counted
+        return gateway.key(token)
+
+    def attempt() -> KeyInfo:
+        try:
+            return gateway.key(token)
+        except GatewayError as exc:
+            if exc.status != 401:
+                raise
+            raise _BadKey(exc) from None
+
+    client = scope.get("client")
+    try:
+        return scope["app"].state.auth_failures.guard(  # type: ignore[no-any-return]
+            client[0] if client else "unknown", attempt
+        )
+    except _BadKey as bad:
+        raise bad.error from None
+    except TooManyFailures as exc:
+        wait = int(exc.headers["Retry-After"])
+        raise GatewayError(429, exc.message, "rate_limit_error", exc.code, None, wait) from None
 
 
 def _token(scope: Scope) -> str | None:

@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from grappe import __version__
+from grappe.api.limits import TooManyFailures, client_address
 from grappe.console import i18n, nav
 from grappe.domain.resources import format_duration
 from grappe.runtime import Factory
@@ -132,9 +133,11 @@ def _ctx(request: Request) -> Ctx:
     token = request.cookies.get(SESSION_COOKIE)
     me = None
     if token:
-        try:
-            me = authenticate(factory.store, token)
-        except Unauthorized:
+        try:  # a session cookie is a token: guessing it counts as failed sign-ins do
+            me = request.app.state.auth_failures.guard(
+                client_address(request), lambda: authenticate(factory.store, token)
+            )
+        except (Unauthorized, TooManyFailures):  # blocked: signed out, whatever the cookie
             token = None
     return Ctx(request, factory, me, lang, token)
 

@@ -7,6 +7,7 @@ which enters the rotation once its health check passes.
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import socket
 import sys
@@ -176,9 +177,7 @@ def check_url(url: str, settings: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid("url", url, "give the server's http(s) URL, e.g. http://10.0.0.5:8000/v1")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname.lower()
-    own = LOOPBACK | {settings.host.lower(), socket.gethostname().lower()}
-    if port == settings.port and host in own:
+    if port == settings.port and _is_this_machine(parts.hostname, settings.host):
         raise Invalid(
             "url", url, "this is the factory's own address; give the model server's URL instead"
         )
@@ -186,6 +185,29 @@ def check_url(url: str, settings: Any) -> str:
     if path.endswith("/v1"):
         path = path[:-3]
     return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _addresses(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``host`` resolves to here (127.1, 2130706433 and names included)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return set()
+    found = set()
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        found.add(ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip)
+    return found
+
+
+def _is_this_machine(host: str, bound: str) -> bool:
+    """Whether ``host`` reaches this machine: loopback, unspecified, its name or its addresses."""
+    name = host.lower().rstrip(".")
+    if name in LOOPBACK or name in (bound.lower(), socket.gethostname().lower()):
+        return True
+    found = _addresses(name)
+    own = _addresses(bound) | _addresses(socket.gethostname())
+    return any(ip.is_loopback or ip.is_unspecified or ip in own for ip in found)
 
 
 def set_policy(
