@@ -195,6 +195,10 @@ OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 
+# Every call reads the key; only a call to a model can meet the rest.
+_KEY_ERRORS = {status: OPENAI_ERRORS[status] for status in (401, 429)}
+_MODEL_ERRORS = {s: e for s, e in OPENAI_ERRORS.items() if s not in _KEY_ERRORS}
+
 
 def _json(schema: dict[str, Any], description: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
@@ -210,13 +214,14 @@ _EVENT = _object(["data"], data={"type": "string", "description": "a JSON chunk,
 
 def _streamed(answer: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
     return {
+        **_MODEL_ERRORS,
         200: {
             "description": "the answer; server-sent events ending with [DONE] when stream is true",
             "content": {
                 "application/json": {"schema": answer},
                 "text/event-stream": {"schema": _EVENT},
             },
-        }
+        },
     }
 
 
@@ -238,7 +243,7 @@ _COMPLETION = _object(
     ["object", "model", "choices"], object={"type": "string"}, model=_MODEL, choices=_LIST
 )
 
-_documented = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)
+_documented = APIRouter(prefix="/v1", tags=["openai"], responses=_KEY_ERRORS)
 
 
 @_documented.get(
@@ -278,10 +283,15 @@ def create_completion() -> None:
 
 @_documented.post(
     "/embeddings",
-    responses=_json(
-        _object(["object", "data", "model"], object={"type": "string"}, data=_LIST, model=_MODEL),
-        "the vectors",
-    ),
+    responses={
+        **_MODEL_ERRORS,
+        **_json(
+            _object(
+                ["object", "data", "model"], object={"type": "string"}, data=_LIST, model=_MODEL
+            ),
+            "the vectors",
+        ),
+    },
     openapi_extra=_reads(
         ["model", "input"],
         model=_MODEL,
