@@ -3,7 +3,9 @@
 Each operation gets generated requests, valid and not, sent as the admin (who
 may call everything) to a factory with a running local site: no answer may be
 a 5xx, and every answer must be one the document declares, with the declared
-content type and schema.
+content type and schema. The OpenAI-compatible ``/v1`` operations are called
+with a project's API key, their ``model`` drawn from the models served (a tiny
+language model and the built-in embedder), streamed and not.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from grappe.gateway.engine import EMBEDDING_MODEL
 from tests.conftest import World, local_site, open_world
 from tests.test_isolation import module_store
 from tests.test_quantum_e2e import quantum_site
+from tests.tiny_lm import build_tiny_lm
 
 EXAMPLES = 25
 CHECKS = [
@@ -44,16 +48,49 @@ def fuzzed(
     # Something for the generated ids and names to hit now and then.
     admin.post("/api/v1/jobs", json={"name": "seed", "run": "echo seed", "max_runtime": "1m"})
     admin.post("/api/v1/datasets", json={"id": "a/a", "title": "A", "licence": "CC0-1.0"})
+    # /v1 takes a project's key, and serves a small model in-process beside the embedder.
+    tiny = build_tiny_lm(tmp / "tiny")
+    deployed = admin.post("/api/v1/models/deployments", json={"model": "tiny", "path": str(tiny)})
+    assert deployed.status_code == 201, deployed.text
+    made = admin.post("/api/v1/keys", json={"project": "demo"})
+    assert made.status_code == 201, made.text
+    world.app.state.fuzz_key = made.json()["key"]
     yield world
     world.factory.close()
 
 
+SERVED = ["tiny", EMBEDDING_MODEL]
+
+
+def load_schema(world: World) -> Any:
+    """The app's document, with ``/v1``'s ``model`` drawn from the served models."""
+    doc = world.client().get("/api/v1/openapi.json").json()
+    for path, item in doc["paths"].items():
+        if path.startswith("/v1/") and "post" in item:
+            body = item["post"]["requestBody"]["content"]["application/json"]["schema"]
+            body["properties"]["model"] = {"enum": SERVED}
+    schema = schemathesis.openapi.from_dict(doc)
+    schema.app = world.app
+    return schema
+
+
 def test_no_server_error_and_no_schema_violation(fuzzed: World) -> None:
-    schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", fuzzed.app)
-    headers = {"Authorization": f"Bearer {fuzzed.admin_token}"}
+    schema = load_schema(fuzzed)
+    member = {"Authorization": f"Bearer {fuzzed.admin_token}"}
+    keyed = {"Authorization": f"Bearer {fuzzed.app.state.fuzz_key}"}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 40, [op.label for op in operations]
+    v1 = {op.label for op in operations if op.path.startswith("/v1/")}
+    assert v1 == {
+        "GET /v1/models",
+        "POST /v1/chat/completions",
+        "POST /v1/completions",
+        "POST /v1/embeddings",
+    }
+    # /v1 first, while its key is good: fuzzing the rest may revoke it or spend its budget.
+    operations.sort(key=lambda op: not op.path.startswith("/v1/"))
     failures = []
+    answered: dict[str, set[tuple[int, str]]] = {label: set() for label in v1}
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -65,7 +102,11 @@ def test_no_server_error_and_no_schema_violation(fuzzed: World) -> None:
             database=None,
         )
         def fuzz(case: Any) -> None:
-            case.call_and_validate(headers=headers, checks=CHECKS)
+            headers = keyed if case.path.startswith("/v1/") else member
+            resp = case.call_and_validate(headers=headers, checks=CHECKS)
+            if case.operation.label in answered:
+                kind = str(resp.headers.get("content-type", [""])[0]).split(";")[0]
+                answered[case.operation.label].add((resp.status_code, kind))
 
         try:
             fuzz()
@@ -74,6 +115,8 @@ def test_no_server_error_and_no_schema_violation(fuzzed: World) -> None:
                 raise
             failures.append(f"{operation.label}: {str(exc)[:1500]}")
     assert not failures, "\n\n".join(failures)
+    # The key and the served models were really used: each /v1 operation answered 200.
+    assert all((200, "application/json") in got for got in answered.values()), answered
 
 
 @pytest.mark.parametrize(
@@ -104,3 +147,52 @@ def test_what_fuzzing_found_is_answered_4xx(world: World, method: str, url: str,
         return
     assert resp.status_code in (404, 422), (resp.status_code, resp.text)
     assert resp.json()["error"]["message"]
+
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.mark.parametrize(
+    "path, body, status, content_type",
+    [
+        (
+            "/v1/chat/completions",
+            {"model": "tiny", "messages": HELLO, "max_tokens": 3},
+            200,
+            "json",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "tiny", "messages": HELLO, "max_tokens": 3, "stream": True},
+            200,
+            "text/event-stream",
+        ),
+        (
+            "/v1/completions",
+            {"model": "tiny", "prompt": "the", "max_tokens": 3, "stream": True},
+            200,
+            "text/event-stream",
+        ),
+        ("/v1/embeddings", {"model": EMBEDDING_MODEL, "input": ["a", "b"]}, 200, "json"),
+        ("/v1/chat/completions", {"model": "nope", "messages": HELLO}, 404, "json"),
+        ("/v1/chat/completions", {"model": "tiny", "messages": []}, 400, "json"),
+    ],
+)
+def test_v1_streams_and_errors_are_the_ones_the_document_declares(
+    fuzzed: World, path: str, body: dict, status: int, content_type: str
+) -> None:
+    """What random bodies seldom hit (a stream of a served model), checked against the document."""
+    case = load_schema(fuzzed)[path]["POST"].Case(body=body, media_type="application/json")
+    # A fresh project and key: the fuzzing may have revoked keys or set budgets.
+    admin = fuzzed.client()
+    admin.post("/api/v1/projects", json={"name": "streams", "gpu_hours": 1})
+    made = admin.post("/api/v1/keys", json={"project": "streams"})
+    assert made.status_code == 201, made.text
+    headers = {"Authorization": f"Bearer {made.json()['key']}"}
+    resp = case.call_and_validate(headers=headers, checks=CHECKS)
+    assert resp.status_code == status, resp.text
+    assert content_type in resp.headers["content-type"][0]
+    if content_type == "text/event-stream":
+        assert resp.text.rstrip().endswith("data: [DONE]"), resp.text
+    elif status != 200:
+        assert resp.json()["error"]["message"]

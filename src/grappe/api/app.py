@@ -143,6 +143,7 @@ def create_app(factory: Factory, scheduler: Scheduler | None = None) -> FastAPI:
     app.include_router(audit.router, prefix="/api/v1")
     console.install(app)  # the web console at /, over the same services
     app.add_middleware(openai_api.OpenAIEdge)  # /v1, the OpenAI-compatible gateway, goes first
+    openai_api.document(app)  # ... and is described in the OpenAPI document
     return app
 
 

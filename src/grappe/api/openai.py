@@ -10,8 +10,12 @@ official clients show them as they would any provider's.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -153,3 +157,163 @@ async def _body(receive: Receive) -> bytes:
         parts.append(chunk)
         if not message.get("more_body"):
             return b"".join(parts)
+
+
+# ------------------------------------------------------------------ the OpenAPI document
+#
+# The edge answers /v1 before any route, so these operations are described by a router
+# that is never mounted: its handlers are never called, only its document is merged.
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """An error of ``/v1``, in the shape OpenAI's clients read."""
+
+    error: OpenAIErrorDetail
+
+
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIError, "description": description}
+    for status, description in (
+        (400, "the request is not one the model can serve (param names the field)"),
+        (401, "no API key, or not a valid one"),
+        (402, "the key's project has used its token budget"),
+        (404, "the model is not served here"),
+        (413, f"the body is over {MAX_BODY_BYTES} bytes"),
+        (
+            429,
+            "over the key's requests or tokens per minute, or too many bad keys; see Retry-After",
+        ),
+        (502, "the replica answered with an error"),
+        (503, "no healthy replica of the model"),
+    )
+}
+
+# Every call reads the key; only a call to a model can meet the rest.
+_KEY_ERRORS = {status: OPENAI_ERRORS[status] for status in (401, 429)}
+_MODEL_ERRORS = {s: e for s, e in OPENAI_ERRORS.items() if s not in _KEY_ERRORS}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+_LIST = {"type": "array", "items": {"type": "object"}}
+_EVENT = _object(["data"], data={"type": "string", "description": "a JSON chunk, or [DONE]"})
+
+
+def _streamed(answer: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    return {
+        **_MODEL_ERRORS,
+        200: {
+            "description": "the answer; server-sent events ending with [DONE] when stream is true",
+            "content": {
+                "application/json": {"schema": answer},
+                "text/event-stream": {"schema": _EVENT},
+            },
+        },
+    }
+
+
+def _reads(required: list[str], **properties: Any) -> dict[str, Any]:
+    """The JSON body an operation reads (the gateway checks it; other fields pass through)."""
+    schema = _object(required, **properties)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_MODEL = {"type": "string", "description": "a model that GET /v1/models lists"}
+_GENERATION = {
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number", "minimum": 0},
+    "seed": {"type": "integer"},
+    "stream": {"type": "boolean"},
+}
+_MESSAGE = _object(["role", "content"], role={"type": "string"}, content={"type": "string"})
+_COMPLETION = _object(
+    ["object", "model", "choices"], object={"type": "string"}, model=_MODEL, choices=_LIST
+)
+
+_documented = APIRouter(prefix="/v1", tags=["openai"], responses=_KEY_ERRORS)
+
+
+@_documented.get(
+    "/models",
+    responses=_json(
+        _object(["object", "data"], object={"type": "string"}, data=_LIST), "the models"
+    ),
+)
+def list_models() -> None:
+    """The models the key's project may call."""
+
+
+@_documented.post(
+    "/chat/completions",
+    responses=_streamed(_COMPLETION),
+    openapi_extra=_reads(
+        ["model", "messages"],
+        model=_MODEL,
+        messages={"type": "array", "items": _MESSAGE},
+        **_GENERATION,
+    ),
+)
+def create_chat_completion() -> None:
+    """A chat completion, streamed as server-sent events when ``stream`` is true."""
+
+
+@_documented.post(
+    "/completions",
+    responses=_streamed(_COMPLETION),
+    openapi_extra=_reads(
+        ["model", "prompt"], model=_MODEL, prompt={"type": "string"}, **_GENERATION
+    ),
+)
+def create_completion() -> None:
+    """A text completion, streamed when ``stream`` is true."""
+
+
+@_documented.post(
+    "/embeddings",
+    responses={
+        **_MODEL_ERRORS,
+        **_json(
+            _object(
+                ["object", "data", "model"], object={"type": "string"}, data=_LIST, model=_MODEL
+            ),
+            "the vectors",
+        ),
+    },
+    openapi_extra=_reads(
+        ["model", "input"],
+        model=_MODEL,
+        input={"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        encoding_format={"type": "string", "enum": ["float", "base64"]},
+    ),
+)
+def create_embedding() -> None:
+    """Vectors for one text or a list of texts."""
+
+
+def document(app: FastAPI) -> None:
+    """Add the ``/v1`` operations, served by :class:`OpenAIEdge`, to the app's OpenAPI document."""
+    plain: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()  # cached by FastAPI; completed here once
+            v1 = get_openapi(title=app.title, version=app.version, routes=_documented.routes)
+            schema["paths"].update(v1["paths"])
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(v1.get("components", {}).get("schemas", {}))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
