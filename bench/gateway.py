@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-import yaml
+from local_factory import write_local_factory  # bench/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -116,17 +116,7 @@ def main() -> None:
                     + ["--port", str(up_port), "--tokens", "16"],
                 )
             )
-            factory = Path(tmp) / "factory.yaml"
-            site = {
-                "name": "local",
-                "operator": "bench",
-                "country": "FR",
-                "jurisdiction": "EU",
-                "carbon_g_per_kwh": 50,
-                "backend": {"kind": "local"},
-                "pools": [{"name": "default", "cpus_per_node": 2, "memory_per_node": "4G"}],
-            }
-            factory.write_text(yaml.safe_dump({"sites": [site]}))
+            factory = write_local_factory(Path(tmp) / "factory.yaml", 2, "4G")
             env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPPE_")}
             env.update(GRAPPE_HOME=str(Path(tmp) / "home"), GRAPPE_FACTORY=str(factory))
             env.update(GRAPPE_SEED_DATASETS="false")

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import yaml
+from local_factory import write_local_factory  # bench/ is on the path when run as a script
 from sqlalchemy import create_engine, func, select
 
 from grappe.store.tables import JobEventRow, JobRow
@@ -106,17 +106,7 @@ def run(label: str, jobs: int, clients: int, replicas: int, database_url: str | 
     root = Path(tempfile.mkdtemp(prefix="grappe-load-"))
     home = root / "home"
     home.mkdir()
-    factory = root / "factory.yaml"
-    site = {
-        "name": "local",
-        "operator": "bench",
-        "country": "FR",
-        "jurisdiction": "EU",
-        "carbon_g_per_kwh": 50,
-        "backend": {"kind": "local"},
-        "pools": [{"name": "default", "cpus_per_node": 16, "memory_per_node": "64G"}],
-    }
-    factory.write_text(yaml.safe_dump({"sites": [site]}))
+    factory = write_local_factory(root / "factory.yaml", 16, "64G")
     servers = [Replica(home, factory, database_url, f"replica{i}") for i in range(replicas)]
     token = (home / "admin.token").read_text().strip()
     headers = {"Authorization": f"Bearer {token}"}
