@@ -66,8 +66,14 @@ def test_keys_are_held_to_their_requests_and_tokens_per_minute() -> None:
     with pytest.raises(GatewayError) as later:
         limits.admit(key)
     assert later.value.retry_after == 30
-    now[0] = 180.0  # a new minute
+    now[0] = 180.0  # a new minute, but the sliding minute still holds both requests
+    with pytest.raises(GatewayError) as boundary:
+        limits.admit(key)
+    assert boundary.value.retry_after == 1
+    now[0] = 210.0  # half of the last minute left in the window: one request counts
     limits.admit(key)
+    with pytest.raises(GatewayError):
+        limits.admit(key)
 
     tokens = KeyInfo(2, "t", 1, "demo", rpm=None, tpm=100, token_budget=None, jurisdiction=None)
     limits.admit(tokens)

@@ -20,18 +20,25 @@ from grappe.store.gateway import KeyInfo
 
 
 class RateLimits:
-    """Requests and tokens per key in the current minute; 429 with ``Retry-After`` when over."""
+    """Requests and tokens per key over a sliding minute; 429 with ``Retry-After`` when over.
+
+    Each key keeps this minute's counts and the last minute's; the last minute weighs by
+    the part of it still inside the sliding window. A burst on each side of a minute's
+    boundary is therefore counted together, not as two fresh minutes.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._windows: dict[int, list[float]] = {}  # key id -> [minute, requests, tokens]
+        # key id -> [minute, requests, tokens, last minute's requests, last minute's tokens]
+        self._windows: dict[int, list[float]] = {}
 
     def _window(self, key_id: int) -> tuple[list[float], float]:
         now = self.clock()
         minute = math.floor(now / 60)
         win = self._windows.get(key_id)
         if win is None or win[0] != minute:
-            win = [minute, 0, 0]
+            last = win if win is not None and win[0] == minute - 1 else None
+            win = [minute, 0, 0, last[1] if last else 0, last[2] if last else 0]
             self._windows[key_id] = win
         return win, now
 
@@ -40,23 +47,20 @@ class RateLimits:
         if key.rpm is None and key.tpm is None:
             return
         win, now = self._window(key.key_id)
-        retry = max(1, math.ceil((win[0] + 1) * 60 - now))
-        if key.rpm is not None and win[1] >= key.rpm:
+        elapsed = now - win[0] * 60
+        for limit, this, last, what, code in (
+            (key.rpm, win[1], win[3], "requests", "rate_limit_exceeded"),
+            (key.tpm, win[2], win[4], "tokens", "tokens_per_minute_exceeded"),
+        ):
+            if limit is None or this + last * (1 - elapsed / 60) < limit:
+                continue
+            retry = max(1, math.ceil(_wait(limit, this, last, elapsed)))
             raise GatewayError(
                 429,
-                f"key {key.name!r} is over its limit of {key.rpm} requests per minute; "
+                f"key {key.name!r} is over its limit of {limit} {what} per minute; "
                 f"retry in {retry}s",
                 "rate_limit_exceeded",
-                "rate_limit_exceeded",
-                retry_after=retry,
-            )
-        if key.tpm is not None and win[2] >= key.tpm:
-            raise GatewayError(
-                429,
-                f"key {key.name!r} is over its limit of {key.tpm} tokens per minute; "
-                f"retry in {retry}s",
-                "rate_limit_exceeded",
-                "tokens_per_minute_exceeded",
+                code,
                 retry_after=retry,
             )
         win[1] += 1
@@ -65,6 +69,14 @@ class RateLimits:
         if key.tpm is not None:
             win, _ = self._window(key.key_id)
             win[2] += tokens
+
+
+def _wait(limit: float, this: float, last: float, elapsed: float) -> float:
+    """Seconds until ``this + last × (share of the last minute still in the window)`` < limit."""
+    if this < limit:  # the last minute's share must shrink within this minute
+        return 60 * (1 - (limit - this) / last) - elapsed
+    # Only when this minute has become the last one, and has shrunk enough.
+    return (60 - elapsed) + 60 * (1 - limit / this)
 
 
 class Ledger:
