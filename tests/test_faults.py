@@ -341,3 +341,31 @@ def test_a_control_plane_killed_before_the_runner_started_runs_the_job_once(
     )
     assert late.returncode == 0
     assert ledger.read_text() == "ran\n"
+
+
+def test_a_control_plane_killed_while_writing_an_attempt_submits_it_afresh(
+    tmp_path: Path,
+) -> None:
+    """A kill -9 while an attempt's files are written: the restart clears them and runs it once."""
+    root = tmp_path / "site"
+    ledger = tmp_path / "ledger"
+    job = launch("32", f"echo ran >> {ledger}")
+    before = LocalBackend(make_site(), root)
+
+    def killed(*_: Any) -> None:
+        raise KeyboardInterrupt  # the kill landed mid-way through the attempt's files
+
+    before._prepare = killed  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        before.submit(job)
+    attempt = root / "32" / "1"
+    assert attempt.is_dir()
+    past_grace = time.time() - 120
+    os.utime(attempt, (past_grace, past_grace))
+    after = LocalBackend(make_site(), root)  # the restarted control plane
+    assert after.find("32", 1) is None  # nothing ran there: the scheduler submits it again
+    assert not attempt.exists()
+    handle = after.submit(job)
+    status = wait_for_terminal(after, handle)
+    assert status.state == JobState.SUCCEEDED, status
+    assert ledger.read_text() == "ran\n"

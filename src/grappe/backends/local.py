@@ -157,7 +157,16 @@ class LocalBackend:
         """The handle of an attempt submitted before, or ``None``."""
         handle = f"{job_id}/{attempt}"
         attempt_dir = self._attempt_dir(handle)
-        return handle if attempt_dir is not None and attempt_dir.is_dir() else None
+        if attempt_dir is None or not attempt_dir.is_dir():
+            return None
+        with self._lock:
+            ours = handle in self._active
+        if not ours and not (attempt_dir / PREPARED_FILE).exists():
+            # Left half-written by a control plane that died while preparing it: no runner
+            # starts an unprepared attempt, so nothing ran. Clear it for a fresh submit.
+            self._discard(handle, attempt_dir)
+            return None
+        return handle
 
     def poll(self, handles: Sequence[str]) -> dict[str, Status]:
         """The state of each attempt, read from its directory and its runner."""
@@ -227,7 +236,8 @@ class LocalBackend:
         if ended is not None:
             return ended
         young = time.time() - attempt_dir.stat().st_mtime < SUBMIT_GRACE_S
-        if runner is None and (young or self._child_running(handle)):
+        claimant = lr.read_json(attempt_dir / lr.CLAIM_FILE)
+        if runner is None and (young or self._child_running(handle) or lr.runner_alive(claimant)):
             self._remember(handle, attempt_dir, None)
             return Status(JobState.SUBMITTED)
         if runner is None and self._never_claimed(attempt_dir):

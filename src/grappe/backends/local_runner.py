@@ -225,9 +225,14 @@ class Runner:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         try:
-            os.close(os.open(self.dir / CLAIM_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            claim = os.open(self.dir / CLAIM_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return 0  # another runner has this attempt
+        own = proc_stat(os.getpid())
+        # Who claimed it: between the claim and runner.json the backend sees a live runner.
+        claimant = {"pid": os.getpid(), "start_time": own[1] if own else None}
+        os.write(claim, json.dumps(claimant).encode())
+        os.close(claim)
         launch = read_json(self.dir / LAUNCH_FILE)
         if launch is None:
             return self.finish("FAILED", None, "the local runner found no readable launch.json")
