@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from grappe.cli.main import app
 from grappe.domain.sites import Pool, Site
 from grappe.scheduler import decide as decide_module
 from grappe.scheduler import loop as loop_module
+from grappe.scheduler.policies import POLICIES, KeyedPolicy
 from grappe.sim import replay as replay_module
 from grappe.sim.metrics import KEYS, jain, summarise
 from grappe.sim.replay import offered_load, replay, rescale, total_gpus
@@ -212,3 +214,49 @@ def test_cli_table_and_errors(tmp_path: Path) -> None:
         app, ["sim", "--trace", str(good), "--federation", str(fed), "--policy", "srtf"]
     )
     assert out.exit_code == 2 and "srtf" in out.output and "grappe, fifo" in out.output
+
+
+class Unkeyed:
+    """A built-in policy without its sort key: the replay then sorts the whole queue."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("key", "key_changes_at"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("policy_name", ["fifo", "backfill", "las", "grappe"])
+def test_sorted_queue_gives_the_schedule_of_a_full_sort(
+    policy_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three groups, deep queues, long and short jobs: shares move, LAS tiers change by
+    # preemption, grappe's predictions make long-waiting jobs starve (their key moves).
+    rng = random.Random(7)
+    jobs = [
+        job(
+            f"j{i}",
+            i * 20.0,
+            rng.choice([1, 1, 2, 4, 8]),
+            rng.choice([30.0, 200.0, 3000.0, 40000.0]) * rng.uniform(0.5, 1.5),
+            vc=rng.choice("abc"),
+        )
+        for i in range(300)
+    ]
+    sites = [site("s", ("p", "A100", 2, 8), ("q", "H100", 1, 4))]
+    policies = POLICIES
+    monkeypatch.setitem(policies, "unkeyed", Unkeyed(policies[policy_name]))
+    assert isinstance(policies[policy_name], KeyedPolicy)
+    assert not isinstance(policies["unkeyed"], KeyedPolicy)
+    keyed = replay(jobs, sites, policy_name, max_pending=7)
+    full = replay(jobs, sites, "unkeyed", max_pending=7)
+
+    def schedule(result: Any) -> list[tuple[Any, ...]]:
+        return [(r.job_id, r.start_s, r.end_s, r.pool, r.preemptions) for r in result.records]
+
+    assert schedule(keyed) == schedule(full)
+    assert keyed.unfinished == 0 and keyed.violations == 0
+    if policy_name in ("las", "grappe"):
+        assert sum(r.preemptions for r in keyed.records) > 0

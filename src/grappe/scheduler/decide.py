@@ -112,23 +112,22 @@ def _pools_of(
     return keys
 
 
-def _any_free_gpu(
-    job: JobRequest,
-    live: Mapping[str, SiteSnapshot],
-    pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
-) -> bool:
-    """Whether a pool that may run ``job`` has a free GPU."""
-    for site, pool in _pools_of(job, live, pools_for):
-        cap = live[site].capacity(pool)
-        if cap is not None and cap.free_gpus > 0:
-            return True
-    return False
+def _most_free_gpus(
+    pools: Sequence[tuple[str, str]], caps: Mapping[tuple[str, str], PoolCapacity]
+) -> int:
+    """The most free GPUs in one of ``pools`` (0 when none has any)."""
+    most = 0
+    for key in pools:
+        cap = caps.get(key)
+        if cap is not None and cap.free_gpus > most:
+            most = cap.free_gpus
+    return most
 
 
 def _kept_from(
     entry: Entry,
     live: Mapping[str, SiteSnapshot],
-    pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
+    pools: Sequence[tuple[str, str]],
     reserved: Mapping[tuple[str, str], list[float]],
     gpus: Mapping[str, GpuModel],
 ) -> bool:
@@ -139,7 +138,7 @@ def _kept_from(
     res = entry.request.resources
     base = entry.queued.predicted_s or float(entry.request.max_runtime_s)
     ref = gpus.get(res.gpu_model or REFERENCE_GPU)
-    for site, name in _pools_of(entry.request, live, pools_for):
+    for site, name in pools:
         held = reserved.get((site, name))
         if held is None or res.gpus <= held[1]:
             return False
@@ -226,6 +225,35 @@ def decide(
     cpu_left: int | None = None
     slack: bool | None = None  # whether CPUs and memory abound (see ``_slack``), when needed
     pools_for: dict[tuple[object, ...], list[tuple[str, str]]] = {}
+    # The same request objects come back pass after pass: their pools, by identity.
+    pools_by_request: dict[int, list[tuple[str, str]]] = {}
+    # Live capacity by (site, pool), kept with ``live``; ``version`` counts its changes, and
+    # the most free GPUs of a pool list is cached until the next change.
+    caps = {(name, c.pool): c for name, snap in live.items() for c in snap.pools}
+    version = 0
+    most_free: dict[int, tuple[int, int]] = {}
+
+    def pools_of(job: JobRequest) -> list[tuple[str, str]]:
+        found = pools_by_request.get(id(job))
+        if found is None:
+            found = pools_by_request[id(job)] = _pools_of(job, live, pools_for)
+        return found
+
+    def free_in(pools: list[tuple[str, str]]) -> int:
+        cached = most_free.get(id(pools))
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        most = _most_free_gpus(pools, caps)
+        most_free[id(pools)] = (version, most)
+        return most
+
+    def update(site: str, snap: SiteSnapshot) -> None:
+        nonlocal version
+        live[site] = snap
+        version += 1
+        for c in snap.pools:
+            caps[(site, c.pool)] = c
+
     # EASY reservations of this pass: (site, pool) -> (start time of the waiting job, spare GPUs).
     reserved: dict[tuple[str, str], list[float]] = {}
     # ``running`` comes by tier, lowest first: the last preemptible one has the top tier.
@@ -252,7 +280,7 @@ def decide(
         if not start(entry, cand, placement):
             return False
         result.started.append((entry, cand, placement))
-        live[cand.site] = live[cand.site].taking(cand.pool, res.gpus, res.cpus, res.memory_bytes)
+        update(cand.site, live[cand.site].taking(cand.pool, res.gpus, res.cpus, res.memory_bytes))
         gpus_free = gpus_free and _free_gpus(live)
         return True
 
@@ -284,12 +312,17 @@ def decide(
         elif policy.backfill:
             if slack is None:
                 slack = _slack(entries, snapshots)
-            if slack and not _any_free_gpu(entry.request, live, pools_for):
+            pools = pools_of(entry.request)
+            if ordered and policy.hold == "none" and free_in(pools) < res.gpus:
+                # No pool it may use has its GPUs free: it can only wait, and holds nothing
+                # (an ordered walk lists no reasons).
+                continue
+            if slack and not free_in(pools):
                 # It can only wait, and its reservation would take no GPU and (with CPUs
                 # and memory to spare for the whole pass) change no later decision: its
                 # reason stands.
                 continue
-            if reserved and _kept_from(entry, live, pools_for, reserved, gpus):
+            if reserved and _kept_from(entry, live, pools, reserved, gpus):
                 continue
         placement = place(entry.request, list(live.values()), gpus)
         best = placement.best
@@ -319,8 +352,9 @@ def decide(
                         stoppable.remove(v)
                         result.preempted.append(v)
                         vr = v.request.resources
-                        live[v.site] = live[v.site].taking(
-                            v.pool, -vr.gpus, -vr.cpus, -vr.memory_bytes
+                        update(
+                            v.site,
+                            live[v.site].taking(v.pool, -vr.gpus, -vr.cpus, -vr.memory_bytes),
                         )
                         gpus_free = True
                 fresh = live[best.site].capacity(best.pool)
@@ -340,11 +374,14 @@ def decide(
                 continue
         if policy.hold in ("pool", "easy") and key not in reserved:
             # No reservation can be timed: the job keeps the pool's free capacity.
-            live[best.site] = snap.taking(
-                best.pool,
-                min(res.gpus, max(cap.free_gpus, 0)),
-                min(res.cpus, max(cap.free_cpus, 0)),
-                min(res.memory_bytes, max(cap.free_memory_bytes, 0)),
+            update(
+                best.site,
+                snap.taking(
+                    best.pool,
+                    min(res.gpus, max(cap.free_gpus, 0)),
+                    min(res.cpus, max(cap.free_cpus, 0)),
+                    min(res.memory_bytes, max(cap.free_memory_bytes, 0)),
+                ),
             )
             gpus_free = gpus_free and _free_gpus(live)
     return result

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Hold = Literal["pool", "easy", "none"]
 
@@ -68,6 +68,25 @@ class Policy(Protocol):
     def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]: ...
 
 
+@runtime_checkable
+class KeyedPolicy(Policy, Protocol):
+    """A policy whose ``order`` sorts by a per-job key, so a caller may keep its queue sorted.
+
+    The built-in policies are keyed; trace replay then sorts each job once on arrival and
+    again only when its key changes, instead of the whole queue at every pass.
+    """
+
+    def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
+        """The job's sort key in ``order`` (jobs sort by it, lowest first)."""
+        ...
+
+    def key_changes_at(self, job: QueuedJob, now: datetime | None = None) -> datetime | None:
+        """When the key of ``job`` next changes while it waits (other than by its project's
+        share), after ``now``; ``None`` if never. A caller keeping its queue sorted re-keys
+        the job then."""
+        ...
+
+
 def _share(job: QueuedJob, step: float) -> int:
     share = job.share_used if job.share_used != float("inf") else 1e9
     return int(share / step)
@@ -90,8 +109,14 @@ class Fifo:
     def tier(self, job: QueuedJob) -> int:
         return 0
 
+    def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
+        return (job.submitted_at, job.job_id)
+
+    def key_changes_at(self, job: QueuedJob, now: datetime | None = None) -> datetime | None:
+        return None
+
     def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
-        return sorted(jobs, key=lambda j: (j.submitted_at, j.job_id))
+        return sorted(jobs, key=self.key)
 
 
 @dataclass(frozen=True)
@@ -114,11 +139,14 @@ class FairShare:
     def tier(self, job: QueuedJob) -> int:
         return 0
 
-    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
-        def key(j: QueuedJob) -> tuple[int, int, datetime, int]:
-            return (-j.project_priority, _share(j, self.share_step), j.submitted_at, j.job_id)
+    def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
+        return (-job.project_priority, _share(job, self.share_step), job.submitted_at, job.job_id)
 
-        return sorted(jobs, key=key)
+    def key_changes_at(self, job: QueuedJob, now: datetime | None = None) -> datetime | None:
+        return None
+
+    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
+        return sorted(jobs, key=self.key)
 
 
 @dataclass(frozen=True)
@@ -139,8 +167,14 @@ class Las:
     def tier(self, job: QueuedJob) -> int:
         return las_queue(job.attained_gpu_s, self.thresholds)
 
+    def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
+        return (self.tier(job), job.submitted_at, job.job_id)
+
+    def key_changes_at(self, job: QueuedJob, now: datetime | None = None) -> datetime | None:
+        return None  # a waiting job receives no service: its queue stays
+
     def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
-        return sorted(jobs, key=lambda j: (self.tier(j), j.submitted_at, j.job_id))
+        return sorted(jobs, key=self.key)
 
 
 @dataclass(frozen=True)
@@ -171,23 +205,30 @@ class Grappe:
             return False
         return (now - job.submitted_at).total_seconds() > self.starve_factor * job.predicted_s
 
-    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
-        def key(j: QueuedJob) -> tuple[int, int, datetime | None, int, int, float, datetime, int]:
-            if self.starving(j, now):
-                return (-j.project_priority, 0, j.submitted_at, 0, 0, 0.0, j.submitted_at, j.job_id)
-            work = j.gpus * j.predicted_s
-            return (
-                -j.project_priority,
-                1,
-                None,
-                _share(j, self.share_step),
-                self.tier(j),
-                work,
-                j.submitted_at,
-                j.job_id,
-            )
+    def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
+        j = job
+        if self.starving(j, now):
+            return (-j.project_priority, 0, j.submitted_at, 0, 0, 0.0, j.submitted_at, j.job_id)
+        work = j.gpus * j.predicted_s
+        return (
+            -j.project_priority,
+            1,
+            None,
+            _share(j, self.share_step),
+            self.tier(j),
+            work,
+            j.submitted_at,
+            j.job_id,
+        )
 
-        return sorted(jobs, key=key)  # type: ignore[arg-type]
+    def key_changes_at(self, job: QueuedJob, now: datetime | None = None) -> datetime | None:
+        """When ``job`` starts starving (its key moves ahead), if it has a prediction."""
+        if job.predicted_s <= 0 or self.starving(job, now):
+            return None
+        return job.submitted_at + timedelta(seconds=self.starve_factor * job.predicted_s)
+
+    def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
+        return sorted(jobs, key=lambda j: self.key(j, now))
 
 
 POLICIES: dict[str, Policy] = {

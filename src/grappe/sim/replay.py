@@ -18,9 +18,10 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from grappe.catalog import REFERENCE_GPU, gpu_model, gpu_models
 from grappe.domain.jobs import JobRequest
@@ -30,7 +31,7 @@ from grappe.placement import Candidate, Placement
 from grappe.scheduler import decide as decide_module
 from grappe.scheduler.decide import Entry, Running
 from grappe.scheduler.loop import MAX_PENDING_PER_PASS
-from grappe.scheduler.policies import Policy, QueuedJob, policy
+from grappe.scheduler.policies import KeyedPolicy, Policy, QueuedJob, policy
 from grappe.scheduler.predict import RuntimePredictor
 from grappe.sim.trace import TraceJob
 
@@ -273,6 +274,15 @@ def replay(
     notes: list[str] = []
     calls = 0
     now = 0.0
+    # With a policy that gives its sort key, each group's pending jobs stay sorted by it
+    # between passes (only arrivals, starts, stops and the key changes the policy
+    # announces move them), so a pass does not sort the whole queue.
+    keyed: KeyedPolicy | None = pol if isinstance(pol, KeyedPolicy) else None
+    queues: dict[str, list[tuple[tuple[Any, ...], int]]] = {}
+    keys: dict[int, tuple[tuple[Any, ...], int]] = {}
+    rekeys: list[tuple[float, int, int]] = []  # (time, sequence, job) of announced changes
+    rekey_seq: dict[int, int] = {}
+    counter = itertools.count()
 
     def share_step(group: str) -> int:
         if used_total <= 0 or step is None:
@@ -293,6 +303,10 @@ def replay(
         made = Entry(queued_of(i, share, attained[i]), requests[i])
         entries[i] = (s, made)
         return made
+
+    def on_threshold(service: float) -> float:
+        """Exactly the LAS threshold ``service`` reached, whatever the rounding of the times."""
+        return next((t for t in thresholds if abs(t - service) < 1e-3), service)
 
     def next_tier(i: int, service: float) -> None:
         """Schedule the moment the running job ``i`` enters its next LAS tier, if it does."""
@@ -341,6 +355,7 @@ def replay(
         used[rec.group] = used.get(rec.group, 0.0) + runtime * res.gpus
         used_total += runtime * res.gpus
         del pending[rec.group][i]
+        dequeue(i)
         pending_sizes[res.gpus] -= 1
         if not pending_sizes[res.gpus]:
             del pending_sizes[res.gpus]
@@ -371,7 +386,9 @@ def replay(
         ran = now - run_start[i]
         left = (rec.end_s or now) - now
         remaining[i] = max(remaining[i] - ran * st.speed / ref_speed[i], 0.0)
-        attained[i] += ran * gpus_of[i]
+        # Stopped the instant it reached a tier, it keeps that tier: otherwise it would
+        # rank ahead of the job that just stopped it and stop it in turn, forever.
+        attained[i] = on_threshold(attained[i] + ran * gpus_of[i])
         rec.ran_s += ran
         rec.preemptions += 1
         rec.end_s = None
@@ -382,24 +399,73 @@ def replay(
         requests[i] = replace(requests[i], max_runtime_s=max(1, math.ceil(remaining[i])))
         entries.pop(i, None)
         pending.setdefault(rec.group, {})[i] = None
+        enqueue(i)
         pending_sizes[gpus_of[i]] += 1
         return True
 
+    def when(at: datetime) -> float:
+        return (at - EPOCH).total_seconds()
+
+    def enqueue(i: int) -> None:
+        """Put pending job ``i`` in its group's sorted queue (when the policy has keys)."""
+        if keyed is None:
+            return
+        at = EPOCH + timedelta(seconds=now)
+        # Keyed with no share: the share is the same for a whole group, so it cannot
+        # change the order within one; ``head`` merges the groups with the real share.
+        q = queued_of(i, 0.0, attained[i])
+        k = (keyed.key(q, at), i)
+        keys[i] = k
+        bisect.insort(queues.setdefault(records[i].group, []), k)
+        change = keyed.key_changes_at(q, at)
+        if change is not None:
+            rekey_seq[i] = seq = next(counter)
+            heapq.heappush(rekeys, (when(change), seq, i))
+
+    def dequeue(i: int) -> None:
+        if keyed is None:
+            return
+        queue = queues[records[i].group]
+        del queue[bisect.bisect_left(queue, keys.pop(i))]
+        rekey_seq.pop(i, None)
+
     def head() -> list[Entry]:
         """The first ``max_pending`` pending jobs, in the policy's order."""
+        if keyed is not None:
+            return sorted_head(keyed)
         groups = [g for g, q in pending.items() if q]
         picked: list[Entry] = []
-        # Fifo and backfill keep age order within a group: the head of each suffices.
-        aged = pol.name in ("fifo", "backfill")
         for g in groups:
             s = share_step(g)
-            chosen = itertools.islice(pending[g], max_pending if aged else None)
-            picked += [entry_of(i, s) for i in chosen]
-        if len(groups) > 1 or not aged:
-            by_id = {e.queued.job_id: e for e in picked}
-            ranked = pol.order([e.queued for e in picked], EPOCH + timedelta(seconds=now))
-            picked = [by_id[q.job_id] for q in ranked[:max_pending]]
-        return picked
+            picked += [entry_of(i, s) for i in pending[g]]
+        by_id = {e.queued.job_id: e for e in picked}
+        ranked = pol.order([e.queued for e in picked], EPOCH + timedelta(seconds=now))
+        return [by_id[q.job_id] for q in ranked[:max_pending]]
+
+    def sorted_head(keyed: KeyedPolicy) -> list[Entry]:
+        """``head`` from the groups' sorted queues: only the jobs whose key changed move."""
+        at = EPOCH + timedelta(seconds=now)
+        due: list[int] = []
+        while rekeys and rekeys[0][0] <= now:
+            _, seq, i = heapq.heappop(rekeys)
+            if rekey_seq.get(i) == seq:
+                due.append(i)
+        for i in due:
+            dequeue(i)
+            enqueue(i)
+        groups = [g for g, q in queues.items() if q]
+        if len(groups) == 1:
+            s = share_step(groups[0])
+            return [entry_of(i, s) for _, i in queues[groups[0]][:max_pending]]
+
+        def walk(g: str) -> Iterator[tuple[tuple[Any, ...], Entry]]:
+            s = share_step(g)
+            for _, i in queues[g]:
+                e = entry_of(i, s)
+                yield keyed.key(e.queued, at), e
+
+        merged = heapq.merge(*(walk(g) for g in groups), key=lambda pair: pair[0])
+        return [e for _, e in itertools.islice(merged, max_pending)]
 
     def could_start() -> bool:
         if not pending_sizes:
@@ -419,10 +485,20 @@ def replay(
         timeline.append((now, sum(pending_sizes.values()), busy))
 
     nxt = 0
+    # Passes in a row at one instant. Each needs an event at that instant (a job ending or
+    # reaching a LAS tier), so more than a few per job is a livelock: an error, not a hang.
+    same_instant = 0
+    stuck_after = 10_000 + (len(thresholds) + 2) * len(order)
     while nxt < len(order) or events:
         arrival = accepted[order[nxt]].submit_time_s if nxt < len(order) else math.inf
         next_event = events[0][0] if events else math.inf
-        now = min(arrival, next_event)
+        before, now = now, min(arrival, next_event)
+        same_instant = same_instant + 1 if now == before else 0
+        if same_instant > stuck_after:
+            raise RuntimeError(
+                f"the replay made no progress: {stuck_after} passes at t={now:g} s "
+                f"with policy {pol.name}"
+            )
         # Every event at this instant, then one pass.
         while events and events[0][0] <= now:
             _, kind, ver, i = heapq.heappop(events)
@@ -430,9 +506,7 @@ def replay(
                 continue  # the job stopped after this event was set
             rec = records[i]
             if kind == 1:
-                service = attained[i] + (now - run_start[i]) * gpus_of[i]
-                # Exactly the threshold it reached, whatever the rounding of the times.
-                service = next((t for t in thresholds if abs(t - service) < 1e-3), service)
+                service = on_threshold(attained[i] + (now - run_start[i]) * gpus_of[i])
                 run_as(i, service, rec.site or "", rec.pool or "")
                 continue
             release(i)
@@ -444,6 +518,7 @@ def replay(
             if learns:
                 predicted[i] = predictor.predict(records[i].user, records[i].group, gpus_of[i])
             pending.setdefault(records[i].group, {})[i] = None
+            enqueue(i)
             pending_sizes[records[i].num_gpus] += 1
             nxt += 1
         if not could_start():
