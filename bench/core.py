@@ -23,7 +23,7 @@ from grappe.scheduler.loop import Scheduler
 from grappe.scheduler.policies import policy
 from grappe.services.auth import bootstrap
 from grappe.settings import Settings
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.tables import JobRow
 
 MODELS = ["A100", "H100", "H200", "GH200", "B200", "MI300X"]
@@ -97,8 +97,8 @@ def bench_scheduler_pass(n_jobs: int = 2000) -> None:
         bootstrap(factory.store, settings.admin_token_path, 10.0, 100.0)
         now = datetime.now(UTC)
         with factory.store.session() as s:
-            demo = repo.project_by_name(s, "demo")
-            admin = repo.user_by_name(s, "admin")
+            demo = project_repo.project_by_name(s, "demo")
+            admin = project_repo.user_by_name(s, "admin")
             for i in range(n_jobs):
                 # jobs too big to start: the pass places each and writes why it waits
                 s.add(

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from grappe.domain.sites import Pool, Site
 from grappe.scheduler.policies import POLICIES
+from grappe.sim.federation import total_gpus
 from grappe.sim.metrics import summarise
-from grappe.sim.replay import replay, total_gpus
+from grappe.sim.replay import replay
 from grappe.sim.report import write_report
 from grappe.sim.trace import TraceError, load_trace
 from grappe.spec.factory import load_factory

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.tables import DataAccessRow, utcnow
 from tests.conftest import World, local_site, open_world
 
@@ -123,7 +123,7 @@ def test_member_finds_requests_is_granted_and_job_runs_on_hds_site(hworld: World
     assert COHORT_SHA in out
 
     with w.factory.store.session() as s:
-        actions = [(a.action, a.target) for a in repo.audit_log(s, 50)]
+        actions = [(a.action, a.target) for a in project_repo.audit_log(s, 50)]
     assert ("data.request", "health/cohort") in actions
     assert ("data.grant", "health/cohort") in actions
     assert actions.count(("data.read", "health/cohort")) == 2  # the download, then the job
@@ -147,7 +147,7 @@ def test_refused_request_keeps_data_closed_and_says_why(hworld: World) -> None:
     denied = bob.get("/api/v1/datasets/health/cohort/files/cohort.csv")
     assert denied.status_code == 403 and "no ethics approval" in denied.json()["error"]["message"]
     with w.factory.store.session() as s:
-        assert "data.refuse" in [a.action for a in repo.audit_log(s, 20)]
+        assert "data.refuse" in [a.action for a in project_repo.audit_log(s, 20)]
 
 
 def test_expiry_and_revocation_stop_reads_and_hold_queued_jobs(hworld: World) -> None:

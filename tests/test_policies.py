@@ -221,7 +221,7 @@ def test_cli_report_writes_markdown_and_plots(tmp_path: Path) -> None:
 
 
 def test_a_job_says_it_is_preemptible_and_the_store_keeps_it(tmp_path: Path) -> None:
-    from grappe.store import repo
+    from grappe.store import job_repo
 
     world = open_world(tmp_path, f"sqlite:///{tmp_path / 'x.db'}")
     try:
@@ -232,8 +232,8 @@ def test_a_job_says_it_is_preemptible_and_the_store_keeps_it(tmp_path: Path) -> 
             assert r.status_code in (200, 201), r.text
             ids.append(r.json()["id"])
         with world.factory.store.session() as s:
-            rows = [repo.job_row(s, int(i)) for i in ids]
-            flags = [repo.to_job(row, "demo", "").request.preemptible for row in rows if row]
+            rows = [job_repo.job_row(s, int(i)) for i in ids]
+            flags = [job_repo.to_job(row, "demo", "").request.preemptible for row in rows if row]
         assert flags == [True, False]
         bad = {"name": "b", "project": "demo", "run": "true", "preemptible": "sometimes"}
         r = world.client().post("/api/v1/jobs", json=bad)

@@ -11,7 +11,7 @@ from grappe.domain.jobs import JobState
 from grappe.domain.resources import Resources
 from grappe.scheduler.loop import Scheduler
 from grappe.scheduler.policies import policy
-from grappe.store import repo
+from grappe.store import job_repo, project_repo
 from tests.conftest import World, local_site, open_world
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMEOUT"}
@@ -76,8 +76,8 @@ def test_fair_share_puts_the_least_served_project_first(world: World) -> None:
     first = submit(world, run="true")
     world.client().post(f"/api/v1/jobs/{first['id']}/cancel")
     with world.factory.store.session() as s:
-        demo = repo.project_by_name(s, "demo")
-        repo.add_usage(s, demo.id, first["id"], 99, "local", 0.0, 90.0, 0.0, 0.0, now)
+        demo = project_repo.project_by_name(s, "demo")
+        project_repo.add_usage(s, demo.id, first["id"], 99, "local", 0.0, 90.0, 0.0, 0.0, now)
     # one slot only, so order decides who starts
     blocker = submit(world, run="sleep 2", resources={"cpus": 4})
     world.run_until(blocker["id"], {"SUBMITTED", "RUNNING"})
@@ -185,7 +185,7 @@ def test_a_job_left_mid_submission_is_found_not_run_twice(world: World, tmp_path
     now = datetime.now(UTC)
     # Crash after the site accepted the job but before its handle was stored.
     with world.factory.store.session() as s:
-        repo.move_job(
+        job_repo.move_job(
             s,
             job["id"],
             [JobState.PENDING],
@@ -212,7 +212,7 @@ def test_a_job_left_mid_submission_is_found_not_run_twice(world: World, tmp_path
     # Crash after the job was marked released but before the site got it.
     other = submit(world, run=f"echo $GRAPPE_JOB_ID >> {ledger}")
     with world.factory.store.session() as s:
-        repo.move_job(
+        job_repo.move_job(
             s,
             other["id"],
             [JobState.PENDING],

@@ -17,8 +17,9 @@ from grappe.scheduler import decide as decide_module
 from grappe.scheduler import loop as loop_module
 from grappe.scheduler.policies import POLICIES, KeyedPolicy
 from grappe.sim import replay as replay_module
+from grappe.sim.federation import offered_load, rescale, total_gpus
 from grappe.sim.metrics import KEYS, jain, summarise
-from grappe.sim.replay import offered_load, replay, rescale, total_gpus
+from grappe.sim.replay import replay
 from grappe.sim.trace import TraceJob
 from tests.conftest import local_site, open_world, write_factory
 

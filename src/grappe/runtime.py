@@ -12,7 +12,7 @@ from grappe.catalog import gpu_models
 from grappe.domain.sites import GpuModel, Site, SiteSnapshot
 from grappe.settings import Settings
 from grappe.spec.factory import load_factory
-from grappe.store import repo
+from grappe.store import job_repo, project_repo
 from grappe.store.db import Store
 
 
@@ -22,7 +22,7 @@ def _accounts(store: Store, site: str) -> Callable[[str], SiteAccount | None]:
     def resolve(remote_user: str) -> SiteAccount | None:
         """The account of that user name on the site; ``""`` asks for any member's account."""
         with store.session() as s:
-            row = repo.site_account_by_remote(s, site, remote_user or None)
+            row = project_repo.site_account_by_remote(s, site, remote_user or None)
         if row is None:
             return None
         return SiteAccount(row.remote_user, Path(row.key_path) if row.key_path else None)
@@ -49,7 +49,7 @@ class Factory:
             store.migrate()
         with store.session() as s:
             # Names this factory gives its jobs on shared engines (Slurm job names, Ray ids).
-            factory_id = repo.factory_id(s, uuid.uuid4().hex[:8])
+            factory_id = job_repo.factory_id(s, uuid.uuid4().hex[:8])
         backends = {
             name: make_backend(site, settings.site_root(name), _accounts(store, name), factory_id)
             for name, site in sites.items()

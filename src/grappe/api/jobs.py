@@ -17,7 +17,7 @@ from grappe.api.deps import FactoryDep, PrincipalDep
 from grappe.services import jobs
 from grappe.services.errors import Invalid
 from grappe.spec.jobspec import JobSpec
-from grappe.store import repo
+from grappe.store import job_repo
 
 router = APIRouter(tags=["jobs"])
 
@@ -169,5 +169,5 @@ async def upload(request: Request, factory: FactoryDep, me: PrincipalDep) -> dic
         if os.path.exists(tmp):
             os.unlink(tmp)
     with factory.store.session() as s:
-        repo.add_upload(s, sha, me.user_id, size)
+        job_repo.add_upload(s, sha, me.user_id, size)
     return {"sha256": sha, "size": size, "workdir": f"{jobs.UPLOAD_PREFIX}{sha}"}

@@ -18,7 +18,7 @@ from grappe.runtime import Factory
 from grappe.services.auth import Principal
 from grappe.services.errors import Conflict, Forbidden, Invalid, NotFound
 from grappe.store import data_repo as dr
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.tables import DataAccessRow, DatasetRow, utcnow
 
 PENDING, GRANTED, REFUSED, REVOKED = "pending", "granted", "refused", "revoked"
@@ -47,7 +47,7 @@ def project_refusal(s: Any, row: DatasetRow, project: str, now: datetime) -> str
     """Why ``project`` may not read the dataset now, or ``None`` when it may."""
     if not Sensitivity(row.sensitivity).needs_grant:
         return None
-    prow = repo.project_by_name(s, project)
+    prow = project_repo.project_by_name(s, project)
     if prow is not None and dr.live_grant(s, row.id, prow.id, now) is not None:
         return None
     last = dr.last_decision(s, row.id, prow.id) if prow is not None else None
@@ -127,7 +127,7 @@ def request_access(
         row = dataset_row(s, dataset_id)
         if not Sensitivity(row.sensitivity).needs_grant:
             raise Invalid("dataset", row.id, "open data needs no request: every member reads it")
-        prow = repo.project_by_name(s, project)
+        prow = project_repo.project_by_name(s, project)
         if prow is None or not actor.can_see(project):
             raise Invalid(
                 "project", project, "no such project of yours; `grappe projects` lists them"
@@ -150,7 +150,7 @@ def request_access(
                 created_at=now,
             ),
         )
-        repo.audit(s, actor.name, "data.request", row.id, project=project, request=req.id)
+        project_repo.audit(s, actor.name, "data.request", row.id, project=project, request=req.id)
         return request_view(req, project, now)
 
 
@@ -161,7 +161,7 @@ def list_requests(
     if state is not None and state not in STATES:
         raise Invalid("state", state, f"use one of {', '.join(STATES)}")
     with factory.store.session() as s:
-        ids = None if actor.staff else [p.id for p in repo.list_projects(s, actor.projects)]
+        ids = None if actor.staff else [p.id for p in project_repo.list_projects(s, actor.projects)]
         rows = dr.list_access(s, [state] if state else [], dataset_id, ids)
         now = utcnow()
         return [request_view(r, name, now) for r, name in rows]
@@ -209,10 +209,10 @@ def _decided(
         row.state, row.decided_by, row.decided_at, row.reason = new, actor.name, now, reason
         if new == GRANTED:
             row.expires_at = expires_at
-        projects, _ = repo.names_by_id(s, [row.project_id], [])
+        projects, _ = project_repo.names_by_id(s, [row.project_id], [])
         project = projects[row.project_id]
         action = {GRANTED: "data.grant", REFUSED: "data.refuse", REVOKED: "data.revoke"}[new]
-        repo.audit(
+        project_repo.audit(
             s,
             actor.name,
             action,

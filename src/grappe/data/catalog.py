@@ -19,7 +19,7 @@ from grappe.runtime import Factory
 from grappe.services.auth import Principal
 from grappe.services.errors import Conflict, Invalid, NotFound, ServiceError
 from grappe.store import data_repo as dr
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.tables import DatasetFileRow, DatasetRow, DatasetVersionRow, utcnow
 
 
@@ -151,7 +151,7 @@ def add_dataset(factory: Factory, actor: Principal, spec: DatasetSpec) -> dict[s
                 created_at=utcnow(),
             ),
         )
-        repo.audit(s, actor.name, "data.add", row.id, sensitivity=row.sensitivity)
+        project_repo.audit(s, actor.name, "data.add", row.id, sensitivity=row.sensitivity)
         return dataset_view(row, None)
 
 
@@ -216,7 +216,9 @@ def upload_file(
         if any(f.name == name for f in dr.files(s, [v.id])[v.id]):
             raise Conflict(f"{dataset_id} version {version} already holds {name}")
         dr.add_file(s, v.id, name, size, sha, now)
-        repo.audit(s, actor.name, "data.upload", dataset_id, version=version, file=name, size=size)
+        project_repo.audit(
+            s, actor.name, "data.upload", dataset_id, version=version, file=name, size=size
+        )
     return {"dataset": dataset_id, "version": version, "name": name, "size": size, "sha256": sha}
 
 
@@ -243,6 +245,8 @@ def open_file(
         f = next((f for f in dr.files(s, [v.id])[v.id] if f.name == name), None)
         if f is None:
             raise NotFound(f"{row.id} version {v.version} has no file {name}")
-        repo.audit(s, actor.name, "data.read", row.id, version=v.version, file=name, project=via)
+        project_repo.audit(
+            s, actor.name, "data.read", row.id, version=v.version, file=name, project=via
+        )
         info = {**file_view(f), "dataset": row.id, "version": v.version}
     return info, storage(factory).read(row.id, info["version"], name)

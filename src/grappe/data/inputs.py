@@ -21,7 +21,7 @@ from grappe.domain.jobs import JobRequest
 from grappe.runtime import Factory
 from grappe.services.errors import Invalid
 from grappe.store import data_repo as dr
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.tables import DatasetRow, JobRow, utcnow
 
 
@@ -140,5 +140,7 @@ def launch_inputs(factory: Factory, row: JobRow, owner: str) -> tuple[DataInput,
                 else None
             )
             found.append(DataInput(dataset, v.version, files, local))
-            repo.audit(s, owner, "data.read", dataset, version=v.version, job=row.id, site=row.site)
+            project_repo.audit(
+                s, owner, "data.read", dataset, version=v.version, job=row.id, site=row.site
+            )
     return tuple(found)

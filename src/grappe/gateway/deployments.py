@@ -22,7 +22,7 @@ from grappe.services.auth import Principal
 from grappe.services.errors import Conflict, Invalid, NotFound
 from grappe.spec.jobspec import JobSpec
 from grappe.store import gateway as store_gw
-from grappe.store import repo
+from grappe.store import project_repo
 
 ENGINES = ("grappe", "vllm", "llama.cpp")
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "[::1]", "ip6-localhost"}
@@ -113,7 +113,7 @@ def deploy(
                 task=task,
                 created_by=actor.name,
             )
-            repo.audit(s, actor.name, "model.deploy", model, path=path)
+            project_repo.audit(s, actor.name, "model.deploy", model, path=path)
         gateway.reload()
         return next(d for d in list_deployments(gateway) if d["model"] == model)
     base = check_url(url or "", gateway.factory.settings)
@@ -150,7 +150,7 @@ def add_replica(
             jurisdiction=(jurisdiction or gateway.local_jurisdiction).upper(),
             job_id=job_id,
         )
-        repo.audit(s, actor.name, "model.replica.add", model, url=url, site=site)
+        project_repo.audit(s, actor.name, "model.replica.add", model, url=url, site=site)
         view = _replica_view(row)
     gateway.reload()
     return {"model": model, "replica": view}
@@ -166,7 +166,7 @@ def remove_replica(gateway: Any, actor: Principal, replica_id: int) -> dict[str,
             raise NotFound(f"replica {replica_id} does not exist; see `grappe models deployments`")
         view = _replica_view(row)
         s.delete(row)
-        repo.audit(s, actor.name, "model.replica.remove", str(replica_id), url=view["url"])
+        project_repo.audit(s, actor.name, "model.replica.remove", str(replica_id), url=view["url"])
     gateway.reload()
     return view
 
@@ -218,13 +218,15 @@ def set_policy(
     if tokens is not None and tokens < 0:
         raise Invalid("tokens", tokens, "give a budget of zero or more tokens")
     with gateway.store.session() as s:
-        p = repo.project_by_name(s, project)
+        p = project_repo.project_by_name(s, project)
         if p is None:
             raise NotFound(f"project {project!r} does not exist; see `grappe projects`")
         juris = jurisdiction.upper() if jurisdiction else None
         store_gw.set_policy(s, p.id, tokens, juris)
         used = store_gw.tokens_used(s, p.id)
-        repo.audit(s, actor.name, "model.policy", project, tokens=tokens, jurisdiction=juris)
+        project_repo.audit(
+            s, actor.name, "model.policy", project, tokens=tokens, jurisdiction=juris
+        )
     gateway.forget_keys()
     gateway.ledger.forget(p.id)
     return {"project": project, "token_budget": tokens, "jurisdiction": juris, "tokens_used": used}
@@ -344,7 +346,7 @@ def serve(
     if engine != "grappe" and not path:
         raise Invalid("path", path, f"give the weights {engine} loads (a directory or a GGUF file)")
     with gateway.store.session() as s:
-        known_project = project is not None and repo.project_by_name(s, project) is not None
+        known_project = project is not None and project_repo.project_by_name(s, project) is not None
     charged = resolve_project(actor, project, known_project)
     launched = []
     for index in range(replicas):

@@ -10,7 +10,7 @@ from grappe.services.auth import Principal
 from grappe.services.errors import Invalid, NotFound
 from grappe.spec.jobspec import NAME_RE
 from grappe.store import gateway as store_gw
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.db import Store
 from grappe.store.tables import utcnow
 
@@ -48,7 +48,7 @@ def create_key(
             raise Invalid(field, value, "give a positive limit, or none for no limit")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with store.session() as s:
-        p = repo.project_by_name(s, project)
+        p = project_repo.project_by_name(s, project)
         if p is None:
             raise NotFound(f"project {project!r} does not exist; see `grappe projects`")
         row = store_gw.add_key(
@@ -61,7 +61,7 @@ def create_key(
             tpm=tpm,
             created_by=actor.name,
         )
-        repo.audit(s, actor.name, "key.create", project, key=name, rpm=rpm, tpm=tpm)
+        project_repo.audit(s, actor.name, "key.create", project, key=name, rpm=rpm, tpm=tpm)
         return {**_view(row, project), "key": key}
 
 
@@ -81,5 +81,5 @@ def revoke_key(store: Store, actor: Principal, key_id: int) -> dict[str, Any]:
         row, project = found
         if row.revoked_at is None:
             row.revoked_at = utcnow()
-            repo.audit(s, actor.name, "key.revoke", project, key=row.name)
+            project_repo.audit(s, actor.name, "key.revoke", project, key=row.name)
         return _view(row, project)

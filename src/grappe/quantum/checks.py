@@ -13,8 +13,8 @@ from grappe.runtime import Factory
 from grappe.services.auth import Principal
 from grappe.services.errors import Conflict, Invalid, ServiceError
 from grappe.spec.jobspec import JobSpec
+from grappe.store import project_repo
 from grappe.store import quantum as qstore
-from grappe.store import repo
 from grappe.store.tables import utcnow
 
 
@@ -68,7 +68,7 @@ def _check_allocation(factory: Factory, actor: Principal, project: str | None, s
     if name is None:
         return  # submit_job asks which project
     with factory.store.session() as s:
-        row = repo.project_by_name(s, name)
+        row = project_repo.project_by_name(s, name)
         if row is None:
             return
         bal = qstore.balance(s, row.id, utcnow())

@@ -19,8 +19,8 @@ from grappe.services import jobs
 from grappe.services.auth import Principal
 from grappe.services.errors import Conflict, Invalid, NotFound
 from grappe.spec.jobspec import JobSpec
+from grappe.store import job_repo, project_repo
 from grappe.store import quantum as qstore
-from grappe.store import repo
 from grappe.store.tables import utcnow
 
 
@@ -98,7 +98,7 @@ def result(factory: Factory, actor: Principal, job_id: int) -> dict[str, Any]:
     with factory.store.session() as s:
         stored = qstore.result(s, job_id)
         usage = qstore.job_usage(s, job_id)
-        row = repo.job_row(s, job_id)
+        row = job_repo.job_row(s, job_id)
         handle = row.handle if row is not None else None
     stored = stored or {}
     error = None
@@ -141,11 +141,11 @@ def allocate(
         raise Invalid("shots", shots, "shots and seconds are 0 or more, days 1 to 3660")
     now = utcnow()
     with factory.store.session() as s:
-        row = repo.project_by_name(s, project)
+        row = project_repo.project_by_name(s, project)
         if row is None:
             raise NotFound(f"project {project!r} does not exist; see `grappe projects`")
         qstore.add_allocation(s, row.id, shots, seconds, now, now + timedelta(days=days))
-        repo.audit(s, actor.name, "quantum.allocate", project, shots=shots, seconds=seconds)
+        project_repo.audit(s, actor.name, "quantum.allocate", project, shots=shots, seconds=seconds)
         bal = qstore.balance(s, row.id, now)
     return {
         "project": project,
@@ -190,7 +190,9 @@ def create_session(
     except ValueError as exc:
         raise Conflict(str(exc)) from None
     with factory.store.session() as s:
-        repo.audit(s, actor.name, "quantum.session", made.id, project=project, backend=backend)
+        project_repo.audit(
+            s, actor.name, "quantum.session", made.id, project=project, backend=backend
+        )
     return session_view(made)
 
 

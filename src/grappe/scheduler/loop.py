@@ -35,7 +35,7 @@ from grappe.quantum.ledger import record_attempt, shots_charged
 from grappe.runtime import Factory
 from grappe.scheduler.decide import Entry, decide
 from grappe.scheduler.policies import Policy, QueuedJob
-from grappe.store import repo
+from grappe.store import job_repo, project_repo
 from grappe.store.tables import JobRow
 
 log = logging.getLogger("grappe.scheduler")
@@ -83,8 +83,8 @@ def _finish(factory: Factory, row: JobRow, status: Status, now: datetime) -> boo
         if site is not None and row.pool and started is not None:
             pool = site.pool(row.pool)
             if pool is not None:
-                projects, _ = repo.names_by_id(s, [row.project_id], [])
-                job = repo.to_job(row, projects[row.project_id], "")
+                projects, _ = project_repo.names_by_id(s, [row.project_id], [])
+                job = job_repo.to_job(row, projects[row.project_id], "")
                 cost = charge(
                     job.request.resources,
                     site,
@@ -93,7 +93,7 @@ def _finish(factory: Factory, row: JobRow, status: Status, now: datetime) -> boo
                     factory.gpus.get(pool.gpu_model or ""),
                     shots_charged(job, status),
                 )
-                repo.add_usage(
+                project_repo.add_usage(
                     s,
                     row.project_id,
                     row.id,
@@ -112,7 +112,7 @@ def _finish(factory: Factory, row: JobRow, status: Status, now: datetime) -> boo
                 f"attempt {row.attempt} on {row.site} failed ({status.reason}); "
                 f"placing again (retry {row.retries + 1} of {retries_allowed})"
             )
-            return repo.move_job(
+            return job_repo.move_job(
                 s,
                 row.id,
                 ACTIVE,
@@ -131,7 +131,7 @@ def _finish(factory: Factory, row: JobRow, status: Status, now: datetime) -> boo
         )
         if row.cancel_requested and state != JobState.SUCCEEDED:
             state, reason = JobState.CANCELLED, row.cancel_reason or "cancelled"
-        return repo.move_job(
+        return job_repo.move_job(
             s,
             row.id,
             ACTIVE,
@@ -151,7 +151,7 @@ def _apply(factory: Factory, row: JobRow, status: Status, now: datetime) -> bool
         return _finish(factory, row, status, now) and True
     if status.state == JobState.RUNNING and current == JobState.SUBMITTED:
         with factory.store.session() as s:
-            repo.move_job(
+            job_repo.move_job(
                 s,
                 row.id,
                 [JobState.SUBMITTED],
@@ -175,9 +175,9 @@ def _launch(factory: Factory, row: JobRow) -> Launch:
     if row.workdir_upload:
         archive = Path(factory.settings.uploads_dir) / f"{row.workdir_upload}.tar.gz"
     with factory.store.session() as s:
-        projects, users = repo.names_by_id(s, [row.project_id], [row.owner_id])
-        job = repo.to_job(row, projects[row.project_id], users[row.owner_id])
-        account = repo.site_account(s, row.owner_id, row.site or "")
+        projects, users = project_repo.names_by_id(s, [row.project_id], [row.owner_id])
+        job = job_repo.to_job(row, projects[row.project_id], users[row.owner_id])
+        account = project_repo.site_account(s, row.owner_id, row.site or "")
     return Launch(
         job_id=str(row.id),
         attempt=row.attempt,
@@ -205,7 +205,7 @@ def _not_taken_yet(factory: Factory, job_id: int, site: str, exc: Exception) -> 
     """Say on the job why its site has not taken it (a full disk, an engine away)."""
     with factory.store.session() as s:
         reason = f"released to {site}, which has not taken it yet: {exc}; tried again"
-        repo.set_job_fields(s, job_id, reason=reason[:500])
+        job_repo.set_job_fields(s, job_id, reason=reason[:500])
 
 
 def _recover(factory: Factory, row: JobRow, now: datetime) -> None:
@@ -217,7 +217,7 @@ def _recover(factory: Factory, row: JobRow, now: datetime) -> None:
     if handle is None and row.cancel_requested:
         with factory.store.session() as s:
             reason = row.cancel_reason or "cancelled"
-            repo.move_job(s, row.id, ACTIVE, JobState.CANCELLED, reason, now, ended_at=now)
+            job_repo.move_job(s, row.id, ACTIVE, JobState.CANCELLED, reason, now, ended_at=now)
         return
     if handle is None:
         try:
@@ -228,13 +228,13 @@ def _recover(factory: Factory, row: JobRow, now: datetime) -> None:
             )
             return
     with factory.store.session() as s:
-        repo.set_job_fields(s, row.id, handle=handle)
+        job_repo.set_job_fields(s, row.id, handle=handle)
 
 
 def reconcile(factory: Factory, clock: Clock, report: TickReport, only: int | None = None) -> None:
     """Poll every site about its active jobs and record what changed."""
     with factory.store.session() as s:
-        rows = repo.jobs_in_states(s, ACTIVE)
+        rows = job_repo.jobs_in_states(s, ACTIVE)
     if only is not None:
         rows = [r for r in rows if r.id == only]
     by_site: dict[str, list[JobRow]] = {}
@@ -280,7 +280,7 @@ def _site_silent(
 ) -> None:
     """Note the outage; past the limit, jobs not started there go back to the queue."""
     with factory.store.session() as s:
-        since = repo.mark_outage(s, site, now, error)
+        since = job_repo.mark_outage(s, site, now, error)
     silent_s = (now - since).total_seconds()
     if silent_s < factory.settings.site_down_requeue_s:
         return
@@ -292,7 +292,7 @@ def _site_silent(
             "placing again elsewhere"
         )
         with factory.store.session() as s:
-            if repo.move_job(
+            if job_repo.move_job(
                 s,
                 row.id,
                 [JobState.SUBMITTED],
@@ -303,14 +303,14 @@ def _site_silent(
                 pool=None,
                 handle=None,
             ):
-                repo.add_abandoned(s, site, row.id, row.attempt, row.handle, now)
+                job_repo.add_abandoned(s, site, row.id, row.attempt, row.handle, now)
 
 
 def _site_back(factory: Factory, site: str, probe: bool = False) -> None:
     """A site answers again: cancel there what was given up while it was silent."""
     with factory.store.session() as s:
-        pending = repo.abandoned_at(s, site)
-        outage = repo.has_outage(s, site)
+        pending = job_repo.abandoned_at(s, site)
+        outage = job_repo.has_outage(s, site)
     if not pending and not outage:
         return
     backend = factory.backends[site]
@@ -325,9 +325,9 @@ def _site_back(factory: Factory, site: str, probe: bool = False) -> None:
             return
         log.info("cancelled abandoned attempt %s of job %s on %s", row.attempt, row.job_id, site)
         with factory.store.session() as s:
-            repo.drop_abandoned(s, row.id)
+            job_repo.drop_abandoned(s, row.id)
     with factory.store.session() as s:
-        repo.clear_outage(s, site)
+        job_repo.clear_outage(s, site)
 
 
 def reconcile_job(factory: Factory, job_id: int, clock: Clock | None = None) -> None:
@@ -342,7 +342,7 @@ def _dispatch(factory: Factory, row: JobRow, cand: Candidate, now: datetime) -> 
     """Release a pending job to a site: record the intent, then submit, then store the handle."""
     attempt = row.attempt + 1
     with factory.store.session() as s:
-        moved = repo.move_job(
+        moved = job_repo.move_job(
             s,
             row.id,
             [JobState.PENDING],
@@ -369,7 +369,7 @@ def _dispatch(factory: Factory, row: JobRow, cand: Candidate, now: datetime) -> 
         _not_taken_yet(factory, row.id, cand.site, exc)
         return True
     with factory.store.session() as s:
-        repo.set_job_fields(s, row.id, handle=handle)
+        job_repo.set_job_fields(s, row.id, handle=handle)
     return True
 
 
@@ -397,7 +397,7 @@ class Scheduler:
         now = self.clock.now()
         ttl = max(10.0, 5 * self.factory.settings.scheduler_interval_s)
         with self.factory.store.session() as s:
-            report.led = repo.take_lease(s, LEASE, self.holder, now, ttl)
+            report.led = job_repo.take_lease(s, LEASE, self.holder, now, ttl)
         if not report.led:
             return report
         reconcile(self.factory, self.clock, report)
@@ -410,23 +410,23 @@ class Scheduler:
         with factory.store.session() as s:
             rows = [
                 r
-                for r in repo.jobs_in_states(s, [JobState.PENDING], limit=MAX_PENDING_PER_PASS)
+                for r in job_repo.jobs_in_states(s, [JobState.PENDING], limit=MAX_PENDING_PER_PASS)
                 if not r.cancel_requested
             ]
             if not rows:
                 return
-            projects = {p.id: p for p in repo.list_projects(s)}
-            accounts = repo.site_accounts_of(s, {r.owner_id for r in rows})
+            projects = {p.id: p for p in project_repo.list_projects(s)}
+            accounts = project_repo.site_accounts_of(s, {r.owner_id for r in rows})
             data = needs_by_job(s, rows, {p.id: p.name for p in projects.values()})
             balances: dict[int, Balance] = {
-                pid: repo.balance(s, pid, now) for pid in {r.project_id for r in rows}
+                pid: project_repo.balance(s, pid, now) for pid in {r.project_id for r in rows}
             }
         by_id = {r.id: r for r in rows}
         entries = []
         for r in rows:
             project = projects[r.project_id]
             request = replace(
-                repo.to_job(r, project.name, "").request,
+                job_repo.to_job(r, project.name, "").request,
                 site_accounts=frozenset(accounts.get(r.owner_id, ())),
                 inputs=data.get(r.id, ()),
             )
@@ -445,7 +445,7 @@ class Scheduler:
             if not _dispatch(factory, row, best, now):
                 return False
             with factory.store.session() as s:
-                repo.set_job_fields(s, row.id, placement=placement.as_dict())
+                job_repo.set_job_fields(s, row.id, placement=placement.as_dict())
             return True
 
         snapshots = {snap.site.name: snap for snap in factory.snapshots()}
@@ -466,7 +466,7 @@ class Scheduler:
         if placement is not None:
             fields["placement"] = placement
         with self.factory.store.session() as s:
-            repo.set_job_fields(s, row.id, **fields)
+            job_repo.set_job_fields(s, row.id, **fields)
 
     # -------------------------------------------------------------- background thread
 

@@ -17,7 +17,7 @@ from grappe.backends import SiteAccount
 from grappe.runtime import Factory
 from grappe.services.auth import Principal
 from grappe.services.errors import Invalid, NotFound
-from grappe.store import repo
+from grappe.store import project_repo
 
 REMOTE_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 MAX_KEY_BYTES = 16_384
@@ -68,14 +68,14 @@ def add_account(
         os.replace(tmp, path)
         key_path = str(path)
     with factory.store.session() as s:
-        repo.put_site_account(s, actor.user_id, site, remote_user, key_path)
-        repo.audit(s, actor.name, "site_account.add", site, remote_user=remote_user)
+        project_repo.put_site_account(s, actor.user_id, site, remote_user, key_path)
+        project_repo.audit(s, actor.name, "site_account.add", site, remote_user=remote_user)
     return {"site": site, "user": remote_user, "member": actor.name, "has_key": bool(key_path)}
 
 
 def list_accounts(factory: Factory, actor: Principal) -> list[dict[str, Any]]:
     with factory.store.session() as s:
-        rows = repo.list_site_accounts(s, None if actor.staff else actor.user_id)
+        rows = project_repo.list_site_accounts(s, None if actor.staff else actor.user_id)
     return [
         {"member": name, "site": r.site, "user": r.remote_user, "has_key": bool(r.key_path)}
         for name, r in rows
@@ -84,9 +84,9 @@ def list_accounts(factory: Factory, actor: Principal) -> list[dict[str, Any]]:
 
 def remove_account(factory: Factory, actor: Principal, site: str) -> dict[str, Any]:
     with factory.store.session() as s:
-        if not repo.delete_site_account(s, actor.user_id, site):
+        if not project_repo.delete_site_account(s, actor.user_id, site):
             raise NotFound(f"you have no account registered on site {site!r}")
-        repo.audit(s, actor.name, "site_account.remove", site)
+        project_repo.audit(s, actor.name, "site_account.remove", site)
     _key_file(factory, actor.user_id, site).unlink(missing_ok=True)
     return {"site": site, "removed": True}
 
@@ -94,7 +94,7 @@ def remove_account(factory: Factory, actor: Principal, site: str) -> dict[str, A
 def account_for(factory: Factory, user_id: int, site: str) -> SiteAccount | None:
     """The member's account on ``site`` as a backend uses it, or ``None``."""
     with factory.store.session() as s:
-        row = repo.site_account(s, user_id, site)
+        row = project_repo.site_account(s, user_id, site)
     if row is None:
         return None
     return SiteAccount(row.remote_user, Path(row.key_path) if row.key_path else None)

@@ -6,7 +6,7 @@ from typing import Any
 
 from grappe.services.auth import Principal
 from grappe.services.errors import Invalid
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.db import Store
 
 MAX_ENTRIES = 10_000
@@ -20,7 +20,7 @@ def audit_log(
     if not 1 <= limit <= MAX_ENTRIES:
         raise Invalid("limit", limit, f"use 1 to {MAX_ENTRIES}")
     with store.session() as s:
-        rows = repo.audit_log(s, limit, action)
+        rows = project_repo.audit_log(s, limit, action)
         return [
             {
                 "id": r.id,

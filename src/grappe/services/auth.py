@@ -14,7 +14,7 @@ from datetime import timedelta
 from grappe.domain.projects import Role
 from grappe.services.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from grappe.spec.jobspec import NAME_RE
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.db import Store
 from grappe.store.tables import utcnow
 
@@ -54,11 +54,11 @@ def authenticate(store: Store, token: str | None) -> Principal:
     if not token:
         raise Unauthorized("no token given; send 'Authorization: Bearer <token>'")
     with store.session() as s:
-        user = repo.user_by_token_hash(s, hash_token(token))
+        user = project_repo.user_by_token_hash(s, hash_token(token))
         if user is None:
             raise Unauthorized("this token is not valid (unknown or revoked)")
         return Principal(
-            user.id, user.name, Role(user.role), frozenset(repo.member_projects(s, user.id))
+            user.id, user.name, Role(user.role), frozenset(project_repo.member_projects(s, user.id))
         )
 
 
@@ -82,16 +82,16 @@ def create_user(
         raise Invalid("role", role, "use one of admin, operator, member") from None
     token = new_token()
     with store.session() as s:
-        if repo.user_by_name(s, name):
+        if project_repo.user_by_name(s, name):
             raise Conflict(f"user {name!r} exists already")
-        user = repo.add_user(s, name, role_value)
-        repo.add_token(s, user.id, hash_token(token), label="created with user")
+        user = project_repo.add_user(s, name, role_value)
+        project_repo.add_token(s, user.id, hash_token(token), label="created with user")
         if project:
-            p = repo.project_by_name(s, project)
+            p = project_repo.project_by_name(s, project)
             if p is None:
                 raise Invalid("project", project, "no such project; see `grappe projects`")
-            repo.add_member(s, p.id, user.id)
-        repo.audit(s, actor.name if actor else "system", "user.create", name, role=role)
+            project_repo.add_member(s, p.id, user.id)
+        project_repo.audit(s, actor.name if actor else "system", "user.create", name, role=role)
     return name, token
 
 
@@ -102,11 +102,11 @@ def create_token(store: Store, actor: Principal, user: str | None = None) -> str
         actor.require_staff("creating tokens for others")
     token = new_token()
     with store.session() as s:
-        row = repo.user_by_name(s, target)
+        row = project_repo.user_by_name(s, target)
         if row is None:
             raise NotFound(f"user {target!r} does not exist")
-        repo.add_token(s, row.id, hash_token(token), label=f"created by {actor.name}")
-        repo.audit(s, actor.name, "token.create", target)
+        project_repo.add_token(s, row.id, hash_token(token), label=f"created by {actor.name}")
+        project_repo.audit(s, actor.name, "token.create", target)
     return token
 
 
@@ -121,22 +121,22 @@ def bootstrap(
     path = os.fspath(token_path)
     created = False
     with store.session() as s:
-        admin = repo.user_by_name(s, "admin")
+        admin = project_repo.user_by_name(s, "admin")
         if admin is None:
-            admin = repo.add_user(s, "admin", Role.ADMIN)
+            admin = project_repo.add_user(s, "admin", Role.ADMIN)
             created = True
         if created or not os.path.exists(path):
             token = new_token()
-            repo.add_token(s, admin.id, hash_token(token), label="admin.token")
+            project_repo.add_token(s, admin.id, hash_token(token), label="admin.token")
             _write_secret(path, token)
-        if repo.project_by_name(s, "demo") is None:
-            demo = repo.add_project(s, "demo", "Try Grappe: the examples run here.")
+        if project_repo.project_by_name(s, "demo") is None:
+            demo = project_repo.add_project(s, "demo", "Try Grappe: the examples run here.")
             now = utcnow()
-            repo.add_allocation(
+            project_repo.add_allocation(
                 s, demo.id, demo_gpu_hours, demo_cpu_hours, now, now + timedelta(days=365)
             )
-            repo.add_member(s, demo.id, admin.id)
-            repo.audit(s, "system", "project.create", "demo", gpu_hours=demo_gpu_hours)
+            project_repo.add_member(s, demo.id, admin.id)
+            project_repo.audit(s, "system", "project.create", "demo", gpu_hours=demo_gpu_hours)
     return created
 
 

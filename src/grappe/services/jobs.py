@@ -23,7 +23,7 @@ from grappe.scheduler.loop import reconcile_job
 from grappe.services.auth import Principal
 from grappe.services.errors import Conflict, Invalid, NotFound, ServiceError
 from grappe.spec.jobspec import JobSpec
-from grappe.store import repo
+from grappe.store import job_repo, project_repo
 from grappe.store.tables import JobRow, utcnow
 
 UPLOAD_PREFIX = "upload:"
@@ -82,7 +82,7 @@ def resolve_project(actor: Principal, project: str | None, known: bool) -> str:
 def _request(factory: Factory, actor: Principal, spec: JobSpec, job_id: str, project: str) -> Any:
     """The job as placement sees it, with the sites where the caller has an account."""
     with factory.store.session() as s:
-        sites = repo.site_accounts_of(s, [actor.user_id]).get(actor.user_id, set())
+        sites = project_repo.site_accounts_of(s, [actor.user_id]).get(actor.user_id, set())
     request = replace(spec.to_request(job_id, project), site_accounts=frozenset(sites))
     return with_needs(factory, request, spec.inputs)
 
@@ -94,7 +94,7 @@ def plan(factory: Factory, actor: Principal, spec: JobSpec) -> dict[str, Any]:
     project = next(iter(actor.projects)) if len(actor.projects) == 1 else ""
     if spec.project is not None:  # another project's plan would show its sites and accounts
         with factory.store.session() as s:
-            known = repo.project_by_name(s, spec.project) is not None
+            known = project_repo.project_by_name(s, spec.project) is not None
         project = resolve_project(actor, spec.project, known)
     request = _request(factory, actor, spec, "plan", project)
     return place(request, factory.snapshots(), factory.gpus).as_dict()
@@ -112,10 +112,12 @@ def submit_job(
         raise Invalid("request_id", request_id, "use 1 to 128 characters, e.g. a UUID")
     with store.session() as s:
         if request_id:
-            existing = repo.job_by_request_id(s, actor.user_id, request_id)
+            existing = job_repo.job_by_request_id(s, actor.user_id, request_id)
             if existing is not None:
                 return _view(s, existing), False
-        known = spec.project is not None and repo.project_by_name(s, spec.project) is not None
+        known = (
+            spec.project is not None and project_repo.project_by_name(s, spec.project) is not None
+        )
     project = resolve_project(actor, spec.project, known)
     if spec.quantum is not None:  # its program read, its shots and its project's shots checked
         spec = quantum_checks.checked(factory, actor, spec.model_copy(update={"project": project}))
@@ -145,9 +147,9 @@ def submit_job(
     data["project"] = project
     try:
         with store.session() as s:
-            prow = repo.project_by_name(s, project)
+            prow = project_repo.project_by_name(s, project)
             assert prow is not None
-            held = repo.balance(s, prow.id, now).refusal(project, resources.gpus, now)
+            held = project_repo.balance(s, prow.id, now).refusal(project, resources.gpus, now)
             row = JobRow(
                 name=spec.name,
                 project_id=prow.id,
@@ -167,15 +169,17 @@ def submit_job(
                 submitted_at=now,
                 updated_at=now,
             )
-            repo.add_job(s, row, row.reason)
-            repo.audit(s, actor.name, "job.submit", str(row.id), project=project, name=spec.name)
+            job_repo.add_job(s, row, row.reason)
+            project_repo.audit(
+                s, actor.name, "job.submit", str(row.id), project=project, name=spec.name
+            )
             return _view(s, row), True
     except IntegrityError:
         if not request_id:
             raise
         # Two requests with one id raced; the first one won: return its job.
         with store.session() as s:
-            existing = repo.job_by_request_id(s, actor.user_id, request_id)
+            existing = job_repo.job_by_request_id(s, actor.user_id, request_id)
             if existing is None:
                 raise
             return _view(s, existing), False
@@ -193,7 +197,7 @@ def _check_workdir(factory: Factory, spec: JobSpec) -> str | None:
         )
     sha = spec.workdir.removeprefix(UPLOAD_PREFIX)
     with factory.store.session() as s:
-        if repo.upload(s, sha) is None:
+        if job_repo.upload(s, sha) is None:
             raise Invalid("workdir", spec.workdir, "no such upload; upload the directory again")
     return sha
 
@@ -203,15 +207,15 @@ def _view(s: Any, row: JobRow, detail: bool = False) -> dict[str, Any]:
 
 
 def _to_job(s: Any, row: JobRow, history: bool = False) -> Job:
-    projects, users = repo.names_by_id(s, [row.project_id], [row.owner_id])
-    events = repo.job_events(s, row.id) if history else None
-    return repo.to_job(row, projects[row.project_id], users[row.owner_id], events)
+    projects, users = project_repo.names_by_id(s, [row.project_id], [row.owner_id])
+    events = job_repo.job_events(s, row.id) if history else None
+    return job_repo.to_job(row, projects[row.project_id], users[row.owner_id], events)
 
 
 def _visible_row(s: Any, actor: Principal, job_id: int) -> JobRow:
-    row = repo.job_row(s, job_id)
+    row = job_repo.job_row(s, job_id)
     if row is not None:
-        projects, _ = repo.names_by_id(s, [row.project_id], [])
+        projects, _ = project_repo.names_by_id(s, [row.project_id], [])
         if actor.can_see(projects[row.project_id]):
             return row
     raise NotFound(f"job {job_id} does not exist or belongs to a project you are not in")
@@ -239,17 +243,19 @@ def list_jobs(
         if project is not None:
             if not actor.can_see(project):
                 raise NotFound(f"project {project!r} does not exist or you are not a member")
-            prow = repo.project_by_name(s, project)
+            prow = project_repo.project_by_name(s, project)
             ids: list[int] | None = [prow.id] if prow else []
         elif actor.staff:
             ids = None
         else:
-            ids = [p.id for p in repo.list_projects(s, actor.projects)]
-        rows = repo.list_jobs(s, ids, states or (), actor.user_id if mine else None, limit)
-        projects, users = repo.names_by_id(
+            ids = [p.id for p in project_repo.list_projects(s, actor.projects)]
+        rows = job_repo.list_jobs(s, ids, states or (), actor.user_id if mine else None, limit)
+        projects, users = project_repo.names_by_id(
             s, {r.project_id for r in rows}, {r.owner_id for r in rows}
         )
-        return [job_view(repo.to_job(r, projects[r.project_id], users[r.owner_id])) for r in rows]
+        return [
+            job_view(job_repo.to_job(r, projects[r.project_id], users[r.owner_id])) for r in rows
+        ]
 
 
 def cancel_job(factory: Factory, actor: Principal, job_id: int) -> dict[str, Any]:
@@ -261,13 +267,13 @@ def cancel_job(factory: Factory, actor: Principal, job_id: int) -> dict[str, Any
         if state.terminal:
             raise Conflict(f"job {job_id} has already ended ({state}); nothing to cancel")
         reason = f"cancelled by {actor.name}"
-        repo.set_job_fields(s, job_id, cancel_requested=True, cancel_reason=reason)
-        if state == JobState.PENDING and repo.move_job(
+        job_repo.set_job_fields(s, job_id, cancel_requested=True, cancel_reason=reason)
+        if state == JobState.PENDING and job_repo.move_job(
             s, job_id, [JobState.PENDING], JobState.CANCELLED, reason, now, ended_at=now
         ):
-            repo.audit(s, actor.name, "job.cancel", str(job_id))
-            return _view(s, repo.job_row(s, job_id) or row)
-        repo.audit(s, actor.name, "job.cancel", str(job_id))
+            project_repo.audit(s, actor.name, "job.cancel", str(job_id))
+            return _view(s, job_repo.job_row(s, job_id) or row)
+        project_repo.audit(s, actor.name, "job.cancel", str(job_id))
         site, handle = row.site, row.handle
     if site and handle:
         try:
@@ -280,7 +286,7 @@ def cancel_job(factory: Factory, actor: Principal, job_id: int) -> dict[str, Any
     # Record the final state (and charge usage) now rather than at the loop's next pass.
     reconcile_job(factory, job_id)
     with factory.store.session() as s:
-        return _view(s, repo.job_row(s, job_id) or row)
+        return _view(s, job_repo.job_row(s, job_id) or row)
 
 
 def job_logs(

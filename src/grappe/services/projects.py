@@ -9,7 +9,7 @@ from grappe.services.auth import Principal
 from grappe.services.errors import Conflict, Invalid, NotFound
 from grappe.spec.jobspec import NAME_RE
 from grappe.store import gateway as store_gw
-from grappe.store import repo
+from grappe.store import project_repo
 from grappe.store.db import Store
 from grappe.store.tables import utcnow
 
@@ -17,13 +17,13 @@ DEFAULT_PERIOD_DAYS = 365
 
 
 def _project_view(s: Any, row: Any, now: datetime) -> dict[str, Any]:
-    bal = repo.balance(s, row.id, now)
+    bal = project_repo.balance(s, row.id, now)
     alloc = bal.allocation
     return {
         "name": row.name,
         "description": row.description,
         "priority": row.priority,
-        "members": repo.project_members(s, row.id),
+        "members": project_repo.project_members(s, row.id),
         "allocation": None
         if alloc is None
         else {
@@ -64,18 +64,22 @@ def create_project(
     _check_hours(gpu_hours, cpu_hours, days)
     now = utcnow()
     with store.session() as s:
-        if repo.project_by_name(s, name):
+        if project_repo.project_by_name(s, name):
             raise Conflict(f"project {name!r} exists already; use `grappe projects allocate`")
-        row = repo.add_project(s, name, description, priority)
-        repo.add_allocation(s, row.id, gpu_hours, cpu_hours, now, now + timedelta(days=days))
+        row = project_repo.add_project(s, name, description, priority)
+        project_repo.add_allocation(
+            s, row.id, gpu_hours, cpu_hours, now, now + timedelta(days=days)
+        )
         for member in [actor.name, *(members or [])]:
-            user = repo.user_by_name(s, member)
+            user = project_repo.user_by_name(s, member)
             if user is None:
                 raise Invalid(
                     "members", member, "no such user; create it with `grappe users create`"
                 )
-            repo.add_member(s, row.id, user.id)
-        repo.audit(s, actor.name, "project.create", name, gpu_hours=gpu_hours, cpu_hours=cpu_hours)
+            project_repo.add_member(s, row.id, user.id)
+        project_repo.audit(
+            s, actor.name, "project.create", name, gpu_hours=gpu_hours, cpu_hours=cpu_hours
+        )
         return _project_view(s, row, now)
 
 
@@ -87,11 +91,13 @@ def allocate(
     _check_hours(gpu_hours, cpu_hours, days)
     now = utcnow()
     with store.session() as s:
-        row = repo.project_by_name(s, name)
+        row = project_repo.project_by_name(s, name)
         if row is None:
             raise NotFound(f"project {name!r} does not exist; see `grappe projects`")
-        repo.add_allocation(s, row.id, gpu_hours, cpu_hours, now, now + timedelta(days=days))
-        repo.audit(
+        project_repo.add_allocation(
+            s, row.id, gpu_hours, cpu_hours, now, now + timedelta(days=days)
+        )
+        project_repo.audit(
             s, actor.name, "project.allocate", name, gpu_hours=gpu_hours, cpu_hours=cpu_hours
         )
         return _project_view(s, row, now)
@@ -100,21 +106,21 @@ def allocate(
 def add_member(store: Store, actor: Principal, project: str, user: str) -> dict[str, Any]:
     actor.require_staff("adding members")
     with store.session() as s:
-        row = repo.project_by_name(s, project)
+        row = project_repo.project_by_name(s, project)
         if row is None:
             raise NotFound(f"project {project!r} does not exist")
-        u = repo.user_by_name(s, user)
+        u = project_repo.user_by_name(s, user)
         if u is None:
             raise Invalid("user", user, "no such user; create it with `grappe users create`")
-        repo.add_member(s, row.id, u.id)
-        repo.audit(s, actor.name, "project.add_member", project, user=user)
+        project_repo.add_member(s, row.id, u.id)
+        project_repo.audit(s, actor.name, "project.add_member", project, user=user)
         return _project_view(s, row, utcnow())
 
 
 def list_projects(store: Store, actor: Principal) -> list[dict[str, Any]]:
     now = utcnow()
     with store.session() as s:
-        rows = repo.list_projects(s, None if actor.staff else actor.projects)
+        rows = project_repo.list_projects(s, None if actor.staff else actor.projects)
         return [_project_view(s, r, now) for r in rows]
 
 
@@ -122,7 +128,7 @@ def get_project(store: Store, actor: Principal, name: str) -> dict[str, Any]:
     if not actor.can_see(name):
         raise NotFound(f"project {name!r} does not exist or you are not a member")
     with store.session() as s:
-        row = repo.project_by_name(s, name)
+        row = project_repo.project_by_name(s, name)
         if row is None:
             raise NotFound(f"project {name!r} does not exist")
         return _project_view(s, row, utcnow())
@@ -135,10 +141,10 @@ def usage_report(store: Store, actor: Principal, project: str | None = None) -> 
         if project is not None and not actor.can_see(project):
             raise NotFound(f"project {project!r} does not exist or you are not a member")
         names = [project] if project else (None if actor.staff else sorted(actor.projects))
-        rows = repo.list_projects(s, names)
+        rows = project_repo.list_projects(s, names)
         ids = [r.id for r in rows]
         return {
-            "by_site": repo.usage_by_project_site(s, ids, None),
+            "by_site": project_repo.usage_by_project_site(s, ids, None),
             "by_model": store_gw.token_usage(s, ids),
             "projects": [_project_view(s, r, now) for r in rows],
         }

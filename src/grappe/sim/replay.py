@@ -7,7 +7,8 @@ the live loop calls) chooses which pending jobs start where. A started job
 runs for its recorded duration scaled by the speed of the GPU model it got.
 
 Capacity is pooled per pool (free GPUs and CPUs in total, as an engine's
-snapshot reports them); node fragmentation is not modelled.
+snapshot reports them); node fragmentation is not modelled. The simulated pools,
+the trace's load and its jobs as requests are in ``grappe.sim.federation``.
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from grappe.catalog import REFERENCE_GPU, gpu_model, gpu_models
+from grappe.catalog import REFERENCE_GPU, gpu_models
 from grappe.domain.jobs import JobRequest
-from grappe.domain.resources import Resources
-from grappe.domain.sites import GpuModel, Pool, PoolCapacity, Site, SiteSnapshot
+from grappe.domain.sites import Site, SiteSnapshot
 from grappe.placement import Candidate, Placement
 from grappe.scheduler import decide as decide_module
 from grappe.scheduler.decide import Entry, Running
 from grappe.scheduler.loop import MAX_PENDING_PER_PASS
 from grappe.scheduler.policies import KeyedPolicy, Policy, QueuedJob, policy
 from grappe.scheduler.predict import RuntimePredictor
+from grappe.sim.federation import PoolState, gpu_speed, request_for, rescale, total_gpus
 from grappe.sim.trace import TraceJob
 
 # Virtual time zero, as a date: QueuedJob orders by submission datetime.
@@ -76,116 +77,6 @@ class SimResult:
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
 
 
-@dataclass
-class _PoolState:
-    site: Site
-    pool: Pool
-    free_gpus: int
-    free_cpus: int
-    free_memory: int
-    speed: float
-    running_gpus: int = 0
-    running_end_gpu_s: float = 0.0  # sum of end time x GPUs of running jobs
-    # (end time, GPUs) of running jobs by end time, kept only for policies that reserve;
-    # handed to the pass as it is (no copy), and changed only between passes.
-    ends: list[tuple[float, int]] = field(default_factory=list)
-
-    def capacity(self, now: float) -> PoolCapacity:
-        left = max(self.running_end_gpu_s - now * self.running_gpus, 0.0)
-        return PoolCapacity(
-            pool=self.pool.name,
-            free_gpus=self.free_gpus,
-            free_cpus=self.free_cpus,
-            free_memory_bytes=self.free_memory,
-            running_gpu_seconds_left=left,
-            as_of=now,
-            releases=self.ends,
-        )
-
-
-def _speed(gpus: Mapping[str, GpuModel], model: str | None) -> float:
-    known = gpus.get(model or "")
-    return known.relative_speed if known else 1.0
-
-
-def total_gpus(sites: list[Site]) -> int:
-    """GPUs of the whole federation."""
-    return sum(p.total_gpus for s in sites for p in s.pools)
-
-
-def offered_load(jobs: list[TraceJob], gpus: int) -> float:
-    """GPU-seconds asked for over the trace's span, as a fraction of ``gpus`` GPUs."""
-    if not jobs or gpus <= 0:
-        return 0.0
-    span = max(j.submit_time_s for j in jobs) - min(j.submit_time_s for j in jobs)
-    work = sum(j.num_gpus * j.duration_s for j in jobs)
-    return work / (span * gpus) if span > 0 else math.inf
-
-
-def rescale(jobs: list[TraceJob], gpus: int, load: float) -> tuple[list[TraceJob], float]:
-    """The jobs with submission times stretched so the offered load is ``load`` of ``gpus``.
-
-    Returns the jobs (first submission at 0) and the factor applied to the times.
-    """
-    if load <= 0:
-        raise ValueError(f"load {load} must be above 0")
-    if not jobs:
-        return [], 1.0
-    first = min(j.submit_time_s for j in jobs)
-    span = max(j.submit_time_s for j in jobs) - first
-    work = sum(j.num_gpus * j.duration_s for j in jobs)
-    if span <= 0 or work <= 0 or gpus <= 0:
-        return list(jobs), 1.0
-    factor = work / (load * gpus) / span
-    out = [
-        TraceJob(
-            job_id=j.job_id,
-            submit_time_s=(j.submit_time_s - first) * factor,
-            num_gpus=j.num_gpus,
-            duration_s=j.duration_s,
-            gpu_type=j.gpu_type,
-            user=j.user,
-            vc=j.vc,
-            status=j.status,
-        )
-        for j in jobs
-    ]
-    return out, factor
-
-
-def _request(
-    job: TraceJob, index: int, sites: list[Site], gpus: Mapping[str, GpuModel]
-) -> JobRequest | str:
-    """The job as Grappe would be asked for it, or why no pool could ever hold it."""
-    model: str | None = None
-    if job.gpu_type:
-        known = gpu_model(job.gpu_type)
-        if known is None:
-            return f"GPU type {job.gpu_type!r} is not in the catalog"
-        model = known.name
-    pools = [p for s in sites for p in s.pools if p.gpus_per_node]
-    if model:
-        pools = [p for p in pools if p.gpu_model == model]
-    nodes = 1
-    if job.num_gpus:
-        if not pools:
-            return f"no pool has {model or 'any'} GPUs"
-        widest = max(p.gpus_per_node for p in pools)
-        # Bigger jobs span nodes: as few as the widest pool allows.
-        nodes = -(-job.num_gpus // widest)
-        per = -(-job.num_gpus // nodes)
-        if not any(p.nodes >= nodes and p.gpus_per_node >= per for p in pools):
-            return f"no pool can hold {job.num_gpus} GPUs on {nodes} node(s)"
-    return JobRequest(
-        id=str(index),
-        project=job.group,
-        resources=Resources(gpus=job.num_gpus, gpu_model=model, cpus=1, nodes=nodes),
-        max_runtime_s=max(1, math.ceil(job.duration_s)),
-        objective="time",
-        preemptible=True,  # trace jobs are taken as checkpointing, as in Tiresias
-    )
-
-
 def replay(
     jobs: list[TraceJob],
     sites: list[Site],
@@ -210,7 +101,7 @@ def replay(
     rejected: list[tuple[str, str]] = []
     accepted: list[TraceJob] = []
     for job in jobs:
-        req = _request(job, len(requests), sites, catalog)
+        req = request_for(job, len(requests), sites, catalog)
         if isinstance(req, str):
             rejected.append((job.job_id, req))
             continue
@@ -239,16 +130,16 @@ def replay(
     run_start = [0.0] * n
     version = [0] * n  # bumped when a job stops: its pending events are void
     predicted = [0.0] * n
-    ref_speed = [_speed(catalog, req.resources.gpu_model or REFERENCE_GPU) for req in requests]
+    ref_speed = [gpu_speed(catalog, req.resources.gpu_model or REFERENCE_GPU) for req in requests]
 
-    pools: dict[tuple[str, str], _PoolState] = {
-        (s.name, p.name): _PoolState(
+    pools: dict[tuple[str, str], PoolState] = {
+        (s.name, p.name): PoolState(
             s,
             p,
             p.total_gpus,
             p.total_cpus,
             p.nodes * p.memory_bytes_per_node,
-            _speed(catalog, p.gpu_model),
+            gpu_speed(catalog, p.gpu_model),
         )
         for s in sites
         for p in s.pools
@@ -363,7 +254,7 @@ def replay(
         run_as(i, attained[i], best.site, best.pool)
         return True
 
-    def release(i: int) -> _PoolState:
+    def release(i: int) -> PoolState:
         """Give back the GPUs of running job ``i`` (it ended or stops)."""
         st = pools[(records[i].site or "", records[i].pool or "")]
         res = requests[i].resources
