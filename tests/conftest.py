@@ -151,6 +151,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, postgres: Postgres
     return postgres.create_database()
 
 
+def module_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Any
+) -> tuple[Path, str]:
+    """A folder and a store URL for a module's world: SQLite, or a new PostgreSQL database."""
+    tmp: Path = tmp_path_factory.mktemp(f"{request.module.__name__}-{request.param}")
+    if request.param == "sqlite":
+        return tmp, f"sqlite:///{tmp / 'grappe.db'}"
+    if postgres is None:
+        missing("PostgreSQL could not be started")
+    return tmp, postgres.create_database()
+
+
 def write_factory(path: Path, sites: list[dict[str, Any]]) -> Path:
     path.write_text(yaml.safe_dump({"sites": sites}))
     return path
