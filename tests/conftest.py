@@ -32,8 +32,13 @@ from grappe.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# Real engines, each started by its own session fixture module.
-pytest_plugins = ["tests.fixtures_slurm", "tests.fixtures_ssh", "tests.fixtures_ray"]
+# Real engines, each started by its own fixture module; fixtures_e2e is a real `grappe up`.
+pytest_plugins = [
+    "tests.fixtures_slurm",
+    "tests.fixtures_ssh",
+    "tests.fixtures_ray",
+    "tests.fixtures_e2e",
+]
 
 
 def missing(what: str) -> None:
