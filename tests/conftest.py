@@ -32,8 +32,13 @@ from grappe.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-# Real engines, each started by its own session fixture module.
-pytest_plugins = ["tests.fixtures_slurm", "tests.fixtures_ssh", "tests.fixtures_ray"]
+# Real engines, each started by its own fixture module; fixtures_e2e is a real `grappe up`.
+pytest_plugins = [
+    "tests.fixtures_slurm",
+    "tests.fixtures_ssh",
+    "tests.fixtures_ray",
+    "tests.fixtures_e2e",
+]
 
 
 def missing(what: str) -> None:
@@ -149,6 +154,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, postgres: Postgres
         missing(f"PostgreSQL could not be started: {POSTGRES_ERROR}")
     assert postgres is not None
     return postgres.create_database()
+
+
+def module_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Any
+) -> tuple[Path, str]:
+    """A folder and a store URL for a module's world: SQLite, or a new PostgreSQL database."""
+    tmp: Path = tmp_path_factory.mktemp(f"{request.module.__name__}-{request.param}")
+    if request.param == "sqlite":
+        return tmp, f"sqlite:///{tmp / 'grappe.db'}"
+    if postgres is None:
+        missing("PostgreSQL could not be started")
+    return tmp, postgres.create_database()
 
 
 def write_factory(path: Path, sites: list[dict[str, Any]]) -> Path:

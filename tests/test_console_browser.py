@@ -23,7 +23,7 @@ import pytest
 
 from grappe.console.pages.plan import EXAMPLE as NEEDS_HDS  # H100:8, EU, HDS
 from tests.conftest import missing
-from tests.test_e2e import Server, wait_for
+from tests.fixtures_e2e import Server, wait_for
 
 pytestmark = [
     pytest.mark.integration,

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import local_site
+from tests.fixtures_e2e import Server
 from tests.test_console_browser import (  # noqa: F401 - fixtures
     browser,
     open_tab,
@@ -26,7 +27,6 @@ from tests.test_console_browser import (  # noqa: F401 - fixtures
     sign_in,
 )
 from tests.test_data_story import COHORT, HEALTH
-from tests.test_e2e import Server
 from tests.test_quantum import _need
 from tests.test_quantum_e2e import quantum_site
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from grappe.data.seed import SEEDS, package_dir
-from tests import test_e2e
+from tests import fixtures_e2e
 from tests.conftest import missing
-from tests.test_e2e import Server, write_spec
+from tests.fixtures_e2e import Server, write_spec
 
-start_server = test_e2e.start_server  # the end-to-end suite's real `grappe up`, killed at teardown
+start_server = fixtures_e2e.start_server  # the e2e suite's real `grappe up`, killed at teardown
 
 pytestmark = pytest.mark.integration
 

@@ -32,9 +32,9 @@ from grappe.scheduler.loop import Scheduler, TickReport
 from grappe.scheduler.policies import policy
 from grappe.store.tables import JobEventRow
 from tests.conftest import POSTGRES_ERROR, local_site, missing, open_world
+from tests.fixtures_e2e import TERMINAL, Server, start_server, wait_for  # noqa: F401 -- fixture
 from tests.fixtures_ray import DEPLOY as RAY_DEPLOY
 from tests.fixtures_ray import NETNS_HINT, RayCluster, only_loopback, quiet_port
-from tests.test_e2e import TERMINAL, Server, start_server, wait_for  # noqa: F401 -- fixture
 from tests.test_local_backend import launch, make_site, wait_for_terminal
 
 pytestmark = pytest.mark.integration

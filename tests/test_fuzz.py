@@ -24,8 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from grappe.gateway.engine import EMBEDDING_MODEL
-from tests.conftest import World, local_site, open_world
-from tests.test_isolation import module_store
+from tests.conftest import World, local_site, module_store, open_world
 from tests.test_quantum_e2e import quantum_site
 from tests.tiny_lm import build_tiny_lm
 

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.test_e2e import Server, start_server, wait_for  # noqa: F401 - the fixture
+from tests.fixtures_e2e import Server, start_server, wait_for  # noqa: F401 - the fixture
 from tests.tiny_lm import build_tiny_lm
 
 pytestmark = [

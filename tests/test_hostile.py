@@ -26,8 +26,8 @@ from grappe.settings import Settings
 from grappe.spec.errors import SpecError, load_yaml
 from grappe.store.tables import TokenRow
 from tests.conftest import World, local_site, open_world
+from tests.fixtures_e2e import Server, start_server  # noqa: F401 -- the fixture, used below
 from tests.fixtures_slurm import SlurmCluster
-from tests.test_e2e import Server, start_server  # noqa: F401 -- the fixture, used below
 
 HELLO = {"name": "hello", "project": "demo", "max_runtime": "2m"}
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import missing
-from tests.test_e2e import Server, start_server  # noqa: F401 - the fixture
+from tests.fixtures_e2e import Server, start_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 
@@ -217,7 +217,7 @@ def test_the_sampler_runs_programs_of_two_modalities(qserver: Server) -> None:
 def test_a_running_task_survives_a_crash_of_the_factory(qserver: Server, tmp_path: Path) -> None:
     import signal
 
-    from tests.test_e2e import wait_for
+    from tests.fixtures_e2e import wait_for
 
     path = tmp_path / "bell.qasm"
     path.write_text(BELL)
