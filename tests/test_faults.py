@@ -32,7 +32,7 @@ from grappe.scheduler.loop import Scheduler, TickReport
 from grappe.scheduler.policies import policy
 from grappe.store.tables import JobEventRow
 from tests.conftest import POSTGRES_ERROR, local_site, missing, open_world
-from tests.fixtures_e2e import TERMINAL, Server, start_server, wait_for  # noqa: F401 -- fixture
+from tests.fixtures_e2e import TERMINAL, Server, wait_for
 from tests.fixtures_ray import DEPLOY as RAY_DEPLOY
 from tests.fixtures_ray import NETNS_HINT, RayCluster, only_loopback, quiet_port
 from tests.test_local_backend import launch, make_site, wait_for_terminal
@@ -84,7 +84,7 @@ class Submitter:
 @pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_kill_9_in_the_middle_of_a_submission_load_loses_and_repeats_nothing(
     store: str,
-    start_server: Callable[..., Server],  # noqa: F811
+    start_server: Callable[..., Server],
     request: pytest.FixtureRequest,
 ) -> None:
     server = start_server(

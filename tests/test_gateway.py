@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fixtures_e2e import Server, start_server, wait_for  # noqa: F401 - the fixture
+from tests.fixtures_e2e import Server, wait_for
 from tests.tiny_lm import build_tiny_lm
 
 pytestmark = [
@@ -28,7 +28,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def factory(start_server: Callable[..., Server]) -> Server:  # noqa: F811
+def factory(start_server: Callable[..., Server]) -> Server:
     return start_server()
 
 

@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from tests.conftest import free_port
-from tests.fixtures_e2e import Server, start_server, wait_for  # noqa: F401 - the fixture
+from tests.fixtures_e2e import Server, wait_for
 from tests.test_gateway import client, new_key
 from tests.tiny_lm import build_tiny_lm
 
@@ -74,7 +74,7 @@ def upstreams() -> Iterator[Callable[..., Upstream]]:
 
 
 @pytest.fixture
-def factory(start_server: Callable[..., Server]) -> Server:  # noqa: F811
+def factory(start_server: Callable[..., Server]) -> Server:
     return start_server()
 
 

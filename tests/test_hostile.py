@@ -26,7 +26,7 @@ from grappe.settings import Settings
 from grappe.spec.errors import SpecError, load_yaml
 from grappe.store.tables import TokenRow
 from tests.conftest import World, local_site, open_world
-from tests.fixtures_e2e import Server, start_server  # noqa: F401 -- the fixture, used below
+from tests.fixtures_e2e import Server
 from tests.fixtures_slurm import SlurmCluster
 
 HELLO = {"name": "hello", "project": "demo", "max_runtime": "2m"}
@@ -388,7 +388,7 @@ def test_the_failure_budget_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_admin_actions_are_audited_and_grappe_audit_lists_them(
-    start_server: Any,  # noqa: F811
+    start_server: Any,
 ) -> None:
     server: Server = start_server(sites=[local_site(cpus=2, memory="4G")])
     with server.api() as api:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import missing
-from tests.fixtures_e2e import Server, start_server  # noqa: F401 - the fixture
+from tests.fixtures_e2e import Server, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def within(count: int, shots: int, p: float, sigmas: float = 5) -> bool:
 
 
 @pytest.fixture
-def qserver(start_server: Callable[..., Server]) -> Server:  # noqa: F811
+def qserver(start_server: Callable[..., Server]) -> Server:
     _need("qiskit", "qiskit_aer", "pulser", "pulser_simulation", "perceval")
     return start_server(sites=[quantum_site()])
 
@@ -216,8 +216,6 @@ def test_the_sampler_runs_programs_of_two_modalities(qserver: Server) -> None:
 
 def test_a_running_task_survives_a_crash_of_the_factory(qserver: Server, tmp_path: Path) -> None:
     import signal
-
-    from tests.fixtures_e2e import wait_for
 
     path = tmp_path / "bell.qasm"
     path.write_text(BELL)
