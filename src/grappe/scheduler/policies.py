@@ -206,20 +206,13 @@ class Grappe:
         return (now - job.submitted_at).total_seconds() > self.starve_factor * job.predicted_s
 
     def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
-        j = job
-        if self.starving(j, now):
-            return (-j.project_priority, 0, j.submitted_at, 0, 0, 0.0, j.submitted_at, j.job_id)
-        work = j.gpus * j.predicted_s
-        return (
-            -j.project_priority,
-            1,
-            None,
-            _share(j, self.share_step),
-            self.tier(j),
-            work,
-            j.submitted_at,
-            j.job_id,
-        )
+        if self.starving(job, now):
+            # Starving jobs first, oldest first, ahead of shares, tiers and sizes.
+            head = (0, job.submitted_at, 0, 0, 0.0)
+        else:
+            work = job.gpus * job.predicted_s
+            head = (1, None, _share(job, self.share_step), self.tier(job), work)
+        return (-job.project_priority, *head, job.submitted_at, job.job_id)
 
     def key_changes_at(self, job: QueuedJob, now: datetime | None = None) -> datetime | None:
         """When ``job`` starts starving (its key moves ahead), if it has a prediction."""
