@@ -229,23 +229,33 @@ class Unkeyed:
         return getattr(self.inner, name)
 
 
+def mixed_trace(n: int, seed: int = 7, cpu_jobs: bool = False) -> list[TraceJob]:
+    """Three groups, deep queues, long and short jobs: shares move, LAS tiers change by
+    preemption, grappe's predictions make long-waiting jobs starve (their key moves)."""
+    rng = random.Random(seed)
+    sizes = [0, 1, 1, 2, 4, 8] if cpu_jobs else [1, 1, 2, 4, 8]
+    return [
+        job(
+            f"j{i}",
+            i * 20.0,
+            rng.choice(sizes),
+            rng.choice([30.0, 200.0, 3000.0, 40000.0]) * rng.uniform(0.5, 1.5),
+            vc=rng.choice("abc"),
+            gpu_type="H100" if cpu_jobs and rng.random() < 0.2 else None,
+        )
+        for i in range(n)
+    ]
+
+
+def schedule(result: Any) -> list[tuple[Any, ...]]:
+    return [(r.job_id, r.start_s, r.end_s, r.pool, r.preemptions) for r in result.records]
+
+
 @pytest.mark.parametrize("policy_name", ["fifo", "backfill", "las", "grappe"])
 def test_sorted_queue_gives_the_schedule_of_a_full_sort(
     policy_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Three groups, deep queues, long and short jobs: shares move, LAS tiers change by
-    # preemption, grappe's predictions make long-waiting jobs starve (their key moves).
-    rng = random.Random(7)
-    jobs = [
-        job(
-            f"j{i}",
-            i * 20.0,
-            rng.choice([1, 1, 2, 4, 8]),
-            rng.choice([30.0, 200.0, 3000.0, 40000.0]) * rng.uniform(0.5, 1.5),
-            vc=rng.choice("abc"),
-        )
-        for i in range(300)
-    ]
+    jobs = mixed_trace(300)
     sites = [site("s", ("p", "A100", 2, 8), ("q", "H100", 1, 4))]
     policies = POLICIES
     monkeypatch.setitem(policies, "unkeyed", Unkeyed(policies[policy_name]))
@@ -253,11 +263,35 @@ def test_sorted_queue_gives_the_schedule_of_a_full_sort(
     assert not isinstance(policies["unkeyed"], KeyedPolicy)
     keyed = replay(jobs, sites, policy_name, max_pending=7)
     full = replay(jobs, sites, "unkeyed", max_pending=7)
-
-    def schedule(result: Any) -> list[tuple[Any, ...]]:
-        return [(r.job_id, r.start_s, r.end_s, r.pool, r.preemptions) for r in result.records]
-
     assert schedule(keyed) == schedule(full)
     assert keyed.unfinished == 0 and keyed.violations == 0
     if policy_name in ("las", "grappe"):
         assert sum(r.preemptions for r in keyed.records) > 0
+
+
+@pytest.mark.parametrize("policy_name", ["fifo", "backfill", "las", "grappe"])
+def test_the_pass_shortcuts_change_no_decision(
+    policy_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two sites, one of two pools: requests with and without a GPU model have different
+    # pools, CPU jobs keep every reservation meaningful, deep queues keep pools reserved.
+    jobs = mixed_trace(400, seed=11, cpu_jobs=True)
+    sites = [
+        site("s", ("p", "A100", 2, 8), ("q", "H100", 1, 4)),
+        site("t", ("r", "A100", 3, 2)),
+    ]
+    fast = replay(jobs, sites, policy_name, max_pending=40)
+    calls: list[bool] = []
+    plain = decide_module.decide
+
+    def exhaustive(*args: Any, **kwargs: Any) -> Any:
+        calls.append(True)
+        return plain(*args, **{**kwargs, "exhaustive": True})
+
+    monkeypatch.setattr(decide_module, "decide", exhaustive)
+    slow = replay(jobs, sites, policy_name, max_pending=40)
+    assert calls and len(calls) == slow.decide_calls
+    assert schedule(fast) == schedule(slow)
+    assert fast.unfinished == 0 and fast.violations == 0
+    if policy_name in ("las", "grappe"):
+        assert sum(r.preemptions for r in fast.records) > 0

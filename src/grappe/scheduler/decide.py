@@ -18,8 +18,8 @@ from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import format_duration
 from grappe.domain.sites import GpuModel, PoolCapacity, SiteSnapshot
 from grappe.placement import Candidate, Placement, place
-from grappe.placement.filters import POOL_FILTERS, SITE_FILTERS
 from grappe.placement.place import fits_now
+from grappe.scheduler.lookups import PoolMemo, Stoppable, most_free_gpus
 from grappe.scheduler.policies import Policy, QueuedJob
 
 
@@ -81,74 +81,32 @@ def _slack(entries: Sequence[Entry], snapshots: Mapping[str, SiteSnapshot]) -> b
     )
 
 
-def _pools_of(
-    job: JobRequest,
-    live: Mapping[str, SiteSnapshot],
-    pools_for: dict[tuple[object, ...], list[tuple[str, str]]],
-) -> list[tuple[str, str]]:
-    """The (site, pool) pairs that may run ``job`` (the placement filters pass)."""
-    # The filters read neither the job's runtime nor its live capacity: jobs alike share them.
-    key = (
-        job.resources,
-        job.jurisdiction,
-        job.certifications,
-        job.sites_allow,
-        job.sites_deny,
-        job.max_price_eur_gpu_hour,
-        job.site_accounts,
-    )
-    keys = pools_for.get(key)
-    if keys is None:
-        keys = []
-        for snap in live.values():
-            if any(f(job, snap) for f in SITE_FILTERS):
-                continue
-            keys += [
-                (snap.site.name, pool.name)
-                for pool in snap.site.pools
-                if not any(f(job, snap.site, pool) for f in POOL_FILTERS)
-            ]
-        pools_for[key] = keys
-    return keys
-
-
-def _most_free_gpus(
-    pools: Sequence[tuple[str, str]], caps: Mapping[tuple[str, str], PoolCapacity]
-) -> int:
-    """The most free GPUs in one of ``pools`` (0 when none has any)."""
-    most = 0
-    for key in pools:
-        cap = caps.get(key)
-        if cap is not None and cap.free_gpus > most:
-            most = cap.free_gpus
-    return most
-
-
 def _kept_from(
     entry: Entry,
-    live: Mapping[str, SiteSnapshot],
     pools: Sequence[tuple[str, str]],
     reserved: Mapping[tuple[str, str], list[float]],
+    caps: Mapping[tuple[str, str], PoolCapacity],
+    speeds: Mapping[tuple[str, str], float],
     gpus: Mapping[str, GpuModel],
 ) -> bool:
-    """Whether every pool that may run ``entry`` is reserved for an earlier job it would delay.
+    """Whether every pool that may run ``entry`` is reserved, and too full for it now or kept
+    for the earlier job it would delay.
 
-    Then the job can neither start nor reserve anything in this pass: placing it is moot.
+    ``speeds`` gives each pool's relative GPU speed. Then the job can neither start nor
+    reserve anything in this pass: placing it is moot.
     """
     res = entry.request.resources
     base = entry.queued.predicted_s or float(entry.request.max_runtime_s)
     ref = gpus.get(res.gpu_model or REFERENCE_GPU)
-    for site, name in pools:
-        held = reserved.get((site, name))
+    ref_speed = ref.relative_speed if ref else 1.0
+    for key in pools:
+        held = reserved.get(key)
         if held is None or res.gpus <= held[1]:
             return False
-        snap = live[site]
-        pool, cap = snap.site.pool(name), snap.capacity(name)
-        if pool is None or cap is None:
+        cap = caps.get(key)
+        if cap is None or cap.free_gpus < res.gpus:
             continue
-        model = gpus.get(pool.gpu_model or "")
-        speed = (ref.relative_speed if ref else 1.0) / (model.relative_speed if model else 1.0)
-        if cap.as_of + base * speed <= held[0]:
+        if cap.as_of + base * (ref_speed / speeds[key]) <= held[0]:
             return False
     return True
 
@@ -161,33 +119,6 @@ def _runtime(entry: Entry, cand: Candidate) -> float:
     return cand.runtime_s
 
 
-def _victims(
-    entry: Entry,
-    cand: Candidate,
-    cap: PoolCapacity,
-    running: Sequence[Running],
-    policy: Policy,
-) -> list[Running] | None:
-    """The fewest running jobs of a later tier in ``cand``'s pool to stop so ``entry`` fits."""
-    need = entry.request.resources.gpus - cap.free_gpus
-    tier = policy.tier(entry.queued)
-    found = [
-        r
-        for r in running
-        if r.site == cand.site and r.pool == cand.pool and r.request.preemptible and r.tier > tier
-    ]
-    # The highest tier stops first, and within a tier the one that started last.
-    found.reverse()
-    found.sort(key=lambda r: -r.tier)
-    picked: list[Running] = []
-    for r in found:
-        if need <= 0:
-            break
-        picked.append(r)
-        need -= r.request.resources.gpus
-    return picked if need <= 0 else None
-
-
 def decide(
     entries: Sequence[Entry],
     snapshots: Mapping[str, SiteSnapshot],
@@ -198,6 +129,8 @@ def decide(
     running: Sequence[Running] = (),
     preempt: Callable[[Running], bool] | None = None,
     ordered: bool = False,
+    exhaustive: bool = False,
+    memo: PoolMemo | None = None,
 ) -> Pass:
     """Walk ``entries`` in policy order and start each job whose best candidate can start now.
 
@@ -211,6 +144,10 @@ def decide(
     ``ordered`` says ``entries`` are in the policy's order already (a replay keeps its
     queue sorted); the pass then ends as soon as no later job can start, without listing
     the rest as waiting (a replay does not show reasons).
+
+    The pass skips placing jobs that can only wait and whose reservation would change
+    nothing. ``exhaustive`` turns those shortcuts off, so that tests can check they change
+    no decision. ``memo`` keeps the pools of each request from one pass to the next.
     """
     live = dict(snapshots)
     result = Pass()
@@ -224,26 +161,29 @@ def decide(
     # job's reservation matters.
     cpu_left: int | None = None
     slack: bool | None = None  # whether CPUs and memory abound (see ``_slack``), when needed
-    pools_for: dict[tuple[object, ...], list[tuple[str, str]]] = {}
-    # The same request objects come back pass after pass: their pools, by identity.
-    pools_by_request: dict[int, list[tuple[str, str]]] = {}
+    if memo is None:
+        memo = PoolMemo()
+    memo.check(live)
     # Live capacity by (site, pool), kept with ``live``; ``version`` counts its changes, and
     # the most free GPUs of a pool list is cached until the next change.
     caps = {(name, c.pool): c for name, snap in live.items() for c in snap.pools}
     version = 0
     most_free: dict[int, tuple[int, int]] = {}
+    # The relative speed of each pool's GPU model (1.0 for none or an unknown one).
+    speeds: dict[tuple[str, str], float] = {}
+    for name, snap in live.items():
+        for pool in snap.site.pools:
+            model = gpus.get(pool.gpu_model or "")
+            speeds[(name, pool.name)] = model.relative_speed if model else 1.0
 
     def pools_of(job: JobRequest) -> list[tuple[str, str]]:
-        found = pools_by_request.get(id(job))
-        if found is None:
-            found = pools_by_request[id(job)] = _pools_of(job, live, pools_for)
-        return found
+        return memo.pools(job, live)
 
     def free_in(pools: list[tuple[str, str]]) -> int:
         cached = most_free.get(id(pools))
         if cached is not None and cached[0] == version:
             return cached[1]
-        most = _most_free_gpus(pools, caps)
+        most = most_free_gpus(pools, caps)
         most_free[id(pools)] = (version, most)
         return most
 
@@ -256,9 +196,17 @@ def decide(
 
     # EASY reservations of this pass: (site, pool) -> (start time of the waiting job, spare GPUs).
     reserved: dict[tuple[str, str], list[float]] = {}
-    # ``running`` comes by tier, lowest first: the last preemptible one has the top tier.
-    stoppable = list(running) if policy.preempts and preempt is not None else []
-    top_tier = next((r.tier for r in reversed(stoppable) if r.request.preemptible), -1)
+    stoppable = Stoppable(running if policy.preempts and preempt is not None else ())
+
+    def moot(pools: Sequence[tuple[str, str]]) -> bool:
+        """Whether a job that cannot start in ``pools`` (no GPU free there) may skip reserving.
+
+        Its reservation would keep GPUs that a job stopped later in the pass frees, unless
+        no job will be stopped or each of its pools is reserved already.
+        """
+        return (
+            stoppable.top_tier < 0 or policy.hold == "none" or all(key in reserved for key in pools)
+        )
 
     def allowed(entry: Entry, cand: Candidate) -> bool:
         """Whether starting ``entry`` on ``cand`` keeps the pool's reservation (if any)."""
@@ -291,8 +239,16 @@ def decide(
             result.waiting.append((entry, f"held: {entry.held}", None))
             continue
         res = entry.request.resources
-        may_stop = bool(stoppable) and res.gpus > 0 and policy.tier(queued) < top_tier
-        if not res.gpus:
+        may_stop = False
+        if stoppable.top_tier >= 0 and res.gpus > 0:
+            tier = policy.tier(queued)
+            # Only where stopping the jobs of later tiers would free enough GPUs.
+            may_stop = tier < stoppable.top_tier and (
+                exhaustive or stoppable.may_free(res.gpus, tier, pools_of(entry.request), caps)
+            )
+        if exhaustive:
+            pass
+        elif not res.gpus:
             if cpu_left is not None:
                 cpu_left -= 1
         elif may_stop:
@@ -306,9 +262,10 @@ def decide(
                 # No pool has a free GPU and no CPU job follows: it can only wait; its
                 # reason stands. In an ordered walk, so do all later jobs but the ones
                 # that may stop a running job.
-                if ordered and not stoppable:
+                if ordered and stoppable.top_tier < 0:
                     break
-                continue
+                if moot(pools_of(entry.request)):
+                    continue
         elif policy.backfill:
             if slack is None:
                 slack = _slack(entries, snapshots)
@@ -317,12 +274,12 @@ def decide(
                 # No pool it may use has its GPUs free: it can only wait, and holds nothing
                 # (an ordered walk lists no reasons).
                 continue
-            if slack and not free_in(pools):
+            if slack and not free_in(pools) and moot(pools):
                 # It can only wait, and its reservation would take no GPU and (with CPUs
                 # and memory to spare for the whole pass) change no later decision: its
                 # reason stands.
                 continue
-            if reserved and _kept_from(entry, live, pools, reserved, gpus):
+            if reserved and _kept_from(entry, pools, reserved, caps, speeds, gpus):
                 continue
         placement = place(entry.request, list(live.values()), gpus)
         best = placement.best
@@ -345,7 +302,9 @@ def decide(
         snap = live[best.site]
         cap = snap.capacity(best.pool)
         if may_stop and cap is not None:
-            victims = _victims(entry, best, cap, stoppable, policy)
+            victims = stoppable.victims(
+                res.gpus, policy.tier(queued), (best.site, best.pool), cap.free_gpus
+            )
             if victims:
                 for v in victims:
                     if preempt is not None and preempt(v):

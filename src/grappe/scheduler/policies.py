@@ -16,6 +16,7 @@ the one scheduling pass (``decide``); a policy only says:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -93,8 +94,11 @@ def _share(job: QueuedJob, step: float) -> int:
 
 
 def las_queue(attained_gpu_s: float, thresholds: Sequence[float] = LAS_THRESHOLDS_GPU_S) -> int:
-    """The LAS queue of a job that has received ``attained_gpu_s`` GPU-seconds (0 first)."""
-    return sum(1 for t in thresholds if attained_gpu_s >= t)
+    """The LAS queue of a job that has received ``attained_gpu_s`` GPU-seconds (0 first).
+
+    ``thresholds`` go up: the queue is how many of them the job has reached.
+    """
+    return bisect.bisect_right(thresholds, attained_gpu_s)
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,8 @@ def request_for(
 ) -> JobRequest | str:
     """The job as Grappe would be asked for it, or why no pool could ever hold it."""
     model: str | None = None
-    if job.gpu_type:
+    # A job without GPUs asks for no GPU model, whatever its row says of one.
+    if job.gpu_type and job.num_gpus:
         known = gpu_model(job.gpu_type)
         if known is None:
             return f"GPU type {job.gpu_type!r} is not in the catalog"

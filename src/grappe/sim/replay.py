@@ -30,6 +30,7 @@ from grappe.domain.sites import Site, SiteSnapshot
 from grappe.placement import Candidate, Placement
 from grappe.scheduler import decide as decide_module
 from grappe.scheduler.decide import Entry, Running
+from grappe.scheduler.lookups import PoolMemo
 from grappe.scheduler.loop import MAX_PENDING_PER_PASS
 from grappe.scheduler.policies import KeyedPolicy, Policy, QueuedJob, policy
 from grappe.scheduler.predict import RuntimePredictor
@@ -174,6 +175,7 @@ def replay(
     rekeys: list[tuple[float, int, int]] = []  # (time, sequence, job) of announced changes
     rekey_seq: dict[int, int] = {}
     counter = itertools.count()
+    memo = PoolMemo()  # the sites never change: each request's pools are filtered once
 
     def share_step(group: str) -> int:
         if used_total <= 0 or step is None:
@@ -435,6 +437,7 @@ def replay(
             running,
             preempt,
             ordered=True,
+            memo=memo,
         )
         record()
 
