@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from grappe.catalog import REFERENCE_GPU
@@ -161,9 +161,11 @@ def _normalise(values: Sequence[float]) -> list[float]:
     return [(v - lo) / (hi - lo) for v in values]
 
 
-def _rank(objective: str, found: list[Candidate]) -> tuple[Candidate, ...]:
+def _rank(objective: str, found: list[Candidate], explain: bool = True) -> tuple[Candidate, ...]:
     if not found:
         return ()
+    if not explain:
+        return _rank_briefly(objective, found)
     weights = OBJECTIVE_WEIGHTS[objective]
     metrics = {
         "completion_s": [c.completion_s for c in found],
@@ -189,16 +191,48 @@ def _rank(objective: str, found: list[Candidate]) -> tuple[Candidate, ...]:
     return tuple(ranked)
 
 
+def _rank_briefly(objective: str, found: list[Candidate]) -> tuple[Candidate, ...]:
+    """``_rank`` without each candidate's breakdown: the same scores and the same order."""
+    weights = OBJECTIVE_WEIGHTS[objective]
+    columns = (
+        _normalise([c.completion_s for c in found]),
+        _normalise([c.cost_eur for c in found]),
+        _normalise([c.kg_co2 for c in found]),
+    )
+    ranked = []
+    for i, cand in enumerate(found):
+        score = 0.0
+        for values, weight in zip(columns, weights, strict=True):
+            score += weight * values[i]
+        ranked.append(replace(cand, score=score))
+    ranked.sort(key=lambda c: (round(c.score, 9), not c.can_start_now, c.site, c.pool))
+    return tuple(ranked)
+
+
 def place(
     job: JobRequest,
     snapshots: Sequence[SiteSnapshot],
     gpus: Mapping[str, GpuModel],
+    within: Sequence[tuple[str, str]] | None = None,
 ) -> Placement:
-    """Every (site, pool) that may run ``job``, best first, and every one that may not, with why."""
+    """Every (site, pool) that may run ``job``, best first, and every one that may not, with why.
+
+    ``within`` lists the (site, pool) pairs that a caller has already seen pass the filters
+    for this request: only those are weighed, and the placement then lists no rejections
+    and no score breakdowns (a trace replay, which shows neither, calls it that way).
+    """
     if job.objective not in OBJECTIVE_WEIGHTS:
         raise ValueError(f"objective {job.objective!r} is not one of {list(OBJECTIVE_WEIGHTS)}")
     found: list[Candidate] = []
     rejected: list[Rejection] = []
+    if within is not None:
+        by_name = {snap.site.name: snap for snap in snapshots}
+        for site, name in within:
+            snap = by_name[site]
+            pool, cap = snap.site.pool(name), snap.capacity(name)
+            if pool is not None and cap is not None and session(job, pool, cap) is None:
+                found.append(_estimate(job, snap, pool, cap, gpus))
+        return Placement(job.objective, _rank(job.objective, found, explain=False), ())
     for snap in snapshots:
         reason = next((why for f in SITE_FILTERS if (why := f(job, snap))), None)
         if reason:

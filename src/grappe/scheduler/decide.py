@@ -281,7 +281,9 @@ def decide(
                 continue
             if reserved and _kept_from(entry, pools, reserved, caps, speeds, gpus):
                 continue
-        placement = place(entry.request, list(live.values()), gpus)
+        # An ordered walk (a replay) shows no reasons: only the pools that pass the filters.
+        within = pools_of(entry.request) if ordered else None
+        placement = place(entry.request, list(live.values()), gpus, within)
         best = placement.best
         if best is None:
             result.waiting.append((entry, placement.summary(), placement))
