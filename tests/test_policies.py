@@ -147,47 +147,6 @@ def test_decide_stops_the_highest_tier_first() -> None:
     assert stopped == [] and not result.started
 
 
-def test_a_job_stops_jobs_in_another_pool_when_its_best_pool_has_none_to_stop() -> None:
-    # Pool p ends its work soonest (the best pool) but runs a job of tier 0, which no new
-    # job may stop; pool q runs a job of the top tier. The new job takes q's GPUs.
-    pools = (Pool("p", 1, 64, 256 << 30, "A100", 4), Pool("q", 1, 64, 256 << 30, "A100", 4))
-    snap = SiteSnapshot(
-        Site("s", "t", "FR", "EU", (), 50.0, "local", pools),
-        (
-            PoolCapacity("p", 0, 60, 200 << 30, running_gpu_seconds_left=400.0),
-            PoolCapacity("q", 0, 60, 200 << 30, running_gpu_seconds_left=400_000.0),
-        ),
-    )
-    las = policy("las")
-
-    def request(i: int) -> JobRequest:
-        return JobRequest(str(i), "x", Resources(gpus=4, cpus=1), 100, preemptible=True)
-
-    def queued(i: int, service: float) -> QueuedJob:
-        return QueuedJob(i, T0, "x", 0, 0.0, 4, service)
-
-    young, old = queued(1, 100.0), queued(2, 90_000.0)
-    running = [
-        Running(young, request(1), "s", "p", las.tier(young)),
-        Running(old, request(2), "s", "q", las.tier(old)),
-    ]
-    stopped: list[int] = []
-    placed: list[tuple[int, str]] = []
-    result = decide(
-        [Entry(queued(3, 0.0), request(3))],
-        {"s": snap},
-        las,
-        gpu_models(),
-        lambda e, c, p: placed.append((e.queued.job_id, c.pool)) is None,
-        T0,
-        running,
-        lambda r: stopped.append(r.queued.job_id) is None,
-    )
-    best = result.started[0][2].best
-    assert best is not None and best.pool == "p"
-    assert stopped == [2] and placed == [(3, "q")]
-
-
 def test_predictions_learn_by_user_then_shape() -> None:
     p = RuntimePredictor()
     assert p.predict("ann", "g", 1) == 0.0  # nothing learned: unknown
