@@ -332,9 +332,9 @@ def decide(
             # An EASY reservation keeps GPUs as they free up for the job that waits longest.
             # While none is free in any pool the job may use, it reserves nothing: GPUs free
             # up between passes, and the first pass that sees one makes the reservation. A
-            # job that outranks running jobs it may stop still reserves its best pool. (With
-            # every job reserving here, grappe's average JCT on the Philly trace grew from
-            # 165,043 s to 480,207 s; with none, to 188,840 s: docs/scheduling.md.)
+            # job that outranks running jobs it may stop still reserves its best pool. (Both
+            # other choices, every job reserving or none, gave grappe a worse average JCT on
+            # the Philly trace: docs/scheduling.md.)
             continue
         if policy.hold == "easy" and key not in reserved:
             shadow = cap.shadow(res.gpus) if cap.releases else None
