@@ -162,10 +162,9 @@ def _normalise(values: Sequence[float]) -> list[float]:
 
 
 def _rank(objective: str, found: list[Candidate], explain: bool = True) -> tuple[Candidate, ...]:
+    """The candidates scored and best first; ``explain`` adds each one's score breakdown."""
     if not found:
         return ()
-    if not explain:
-        return _rank_briefly(objective, found)
     weights = OBJECTIVE_WEIGHTS[objective]
     metrics = {
         "completion_s": [c.completion_s for c in found],
@@ -180,31 +179,14 @@ def _rank(objective: str, found: list[Candidate], explain: bool = True) -> tuple
         for (name, values), weight in zip(metrics.items(), weights, strict=True):
             part = weight * normalised[name][i]
             score += part
-            breakdown[name] = {
-                "value": round(values[i], 5),
-                "normalised": round(normalised[name][i], 4),
-                "weight": weight,
-                "points": round(part, 4),
-            }
-        ranked.append(Candidate(**{**cand.__dict__, "score": score, "breakdown": breakdown}))
-    ranked.sort(key=lambda c: (round(c.score, 9), not c.can_start_now, c.site, c.pool))
-    return tuple(ranked)
-
-
-def _rank_briefly(objective: str, found: list[Candidate]) -> tuple[Candidate, ...]:
-    """``_rank`` without each candidate's breakdown: the same scores and the same order."""
-    weights = OBJECTIVE_WEIGHTS[objective]
-    columns = (
-        _normalise([c.completion_s for c in found]),
-        _normalise([c.cost_eur for c in found]),
-        _normalise([c.kg_co2 for c in found]),
-    )
-    ranked = []
-    for i, cand in enumerate(found):
-        score = 0.0
-        for values, weight in zip(columns, weights, strict=True):
-            score += weight * values[i]
-        ranked.append(replace(cand, score=score))
+            if explain:
+                breakdown[name] = {
+                    "value": round(values[i], 5),
+                    "normalised": round(normalised[name][i], 4),
+                    "weight": weight,
+                    "points": round(part, 4),
+                }
+        ranked.append(replace(cand, score=score, breakdown=breakdown))
     ranked.sort(key=lambda c: (round(c.score, 9), not c.can_start_now, c.site, c.pool))
     return tuple(ranked)
 
