@@ -6,7 +6,7 @@ the one scheduling pass (``decide``) that the live loop runs too.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from grappe.domain.resources import Resources
 from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
 from grappe.scheduler import decide as decide_module
 from grappe.scheduler.decide import Entry, Running, decide
-from grappe.scheduler.policies import POLICIES, QueuedJob, las_queue, policy
+from grappe.scheduler.policies import POLICIES, Grappe, QueuedJob, las_queue, policy
 from grappe.scheduler.predict import RuntimePredictor, shape
 from grappe.sim.metrics import summarise
 from grappe.sim.replay import replay
@@ -240,3 +240,35 @@ def test_a_job_says_it_is_preemptible_and_the_store_keeps_it(tmp_path: Path) -> 
         assert r.status_code == 422 and "preemptible" in r.text
     finally:
         world.factory.close()
+
+
+def test_grappe_lets_a_job_that_starved_run_to_its_end() -> None:
+    # Three 4-GPU jobs of 100 s teach the predictor that 4-GPU jobs take 100 s. L (4 GPUs,
+    # 20,000 s) then runs into LAS's last queue, and one-GPU jobs of 100 s arriving every
+    # 25 s from 10,000 s stop it. Once L has waited 20 x 100 s it starves: Grappe starts
+    # it first and shields it, so no new job stops it again (before, each did: 151 times).
+    warm = [job(f"w{i}", i * 100.0, 4, 100) for i in range(3)]
+    small = [job(f"s{i}", 10_000 + i * 25.0, 1, 100) for i in range(600)]
+    jobs = [*warm, job("L", 400, 4, 20_000), *small]
+    grappe = {r.job_id: r for r in replay(jobs, four_gpus(), "grappe").records}
+    long = grappe["L"]
+    assert long.preemptions == 1
+    assert long.ran_s == pytest.approx(20_000)
+    # Stopped at 10,000 s with 9,600 s run; it starves 2,000 s later and starts once the
+    # small jobs running then end (100 s at most), then runs its remaining 10,400 s.
+    assert long.end_s is not None and 22_400 < long.end_s <= 22_400 + 100
+    # LAS keeps stopping it for each new small job: it ends after the stream.
+    las = {r.job_id: r for r in replay(jobs, four_gpus(), "las").records}
+    assert las["L"].end_s is not None and las["L"].end_s > 25_000
+
+
+def test_grappe_counts_as_waiting_only_the_time_a_job_did_not_run() -> None:
+    grappe = POLICIES["grappe"]
+    assert isinstance(grappe, Grappe)
+    # Predicted 100 s: it starves after waiting 2,000 s. It ran 5,000 s (20,000 GPU-s on 4).
+    q = QueuedJob(1, T0, "x", 0, 0.0, gpus=4, attained_gpu_s=20_000.0, predicted_s=100.0)
+    assert not grappe.starving(q, T0 + timedelta(seconds=6_000))  # waited 1,000 s
+    assert grappe.starving(q, T0 + timedelta(seconds=7_100))  # waited 2,100 s
+    assert grappe.key_changes_at(q, T0) == T0 + timedelta(seconds=7_000)
+    assert grappe.shielded(q, T0 + timedelta(seconds=7_100))
+    assert not POLICIES["las"].shielded(q, T0 + timedelta(seconds=7_100))

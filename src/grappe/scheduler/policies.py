@@ -11,7 +11,8 @@ the one scheduling pass (``decide``); a policy only says:
   time enough GPUs free up, as EASY backfill: later jobs start only if they end
   before it or use GPUs it does not need) or ``"none"`` (nothing: work-conserving);
 - ``preempts`` and ``tier``: whether a waiting job may stop running preemptible
-  jobs of a higher tier (a lower priority) to start.
+  jobs of a higher tier (a lower priority) to start; ``shielded``: whether a job,
+  as it starts, may no longer be stopped.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class Policy(Protocol):
         """The job's priority class for preemption: a lower tier may stop a higher one."""
         ...
 
+    def shielded(self, job: QueuedJob, now: datetime) -> bool:
+        """Whether the job, (re)started at ``now``, may not be stopped until it ends."""
+        ...
+
     def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]: ...
 
 
@@ -113,6 +118,9 @@ class Fifo:
     def tier(self, job: QueuedJob) -> int:
         return 0
 
+    def shielded(self, job: QueuedJob, now: datetime) -> bool:
+        return False
+
     def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
         return (job.submitted_at, job.job_id)
 
@@ -143,6 +151,9 @@ class FairShare:
     def tier(self, job: QueuedJob) -> int:
         return 0
 
+    def shielded(self, job: QueuedJob, now: datetime) -> bool:
+        return False
+
     def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
         return (-job.project_priority, _share(job, self.share_step), job.submitted_at, job.job_id)
 
@@ -171,6 +182,9 @@ class Las:
     def tier(self, job: QueuedJob) -> int:
         return las_queue(job.attained_gpu_s, self.thresholds)
 
+    def shielded(self, job: QueuedJob, now: datetime) -> bool:
+        return False
+
     def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
         return (self.tier(job), job.submitted_at, job.job_id)
 
@@ -189,7 +203,8 @@ class Grappe:
     times their predicted runtime (oldest first: no job starves); then fair share
     against allocations; then the LAS queue (GPU-service already received); then
     the smallest predicted work (GPUs x predicted runtime); then age. A waiting job
-    holds an EASY reservation, and may stop preemptible jobs of a later LAS queue.
+    holds an EASY reservation, and may stop preemptible jobs of a later LAS queue;
+    a job that starved before it started is not stopped again.
     """
 
     name: str = "grappe"
@@ -203,11 +218,21 @@ class Grappe:
     def tier(self, job: QueuedJob) -> int:
         return las_queue(job.attained_gpu_s, self.thresholds)
 
+    def shielded(self, job: QueuedJob, now: datetime) -> bool:
+        """A job that starved before it started runs to its end: otherwise the next new
+        job of a lower LAS queue could stop it again, and its wait would have no bound."""
+        return self.starving(job, now)
+
+    def _ran_s(self, job: QueuedJob) -> float:
+        return job.attained_gpu_s / job.gpus if job.gpus else 0.0
+
     def starving(self, job: QueuedJob, now: datetime | None) -> bool:
-        """Whether ``job`` has waited more than ``starve_factor`` x its predicted runtime."""
+        """Whether ``job`` has waited (not run) more than ``starve_factor`` x its predicted
+        runtime since it was submitted."""
         if now is None or job.predicted_s <= 0:
             return False
-        return (now - job.submitted_at).total_seconds() > self.starve_factor * job.predicted_s
+        waited = (now - job.submitted_at).total_seconds() - self._ran_s(job)
+        return waited > self.starve_factor * job.predicted_s
 
     def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
         if self.starving(job, now):
@@ -222,7 +247,9 @@ class Grappe:
         """When ``job`` starts starving (its key moves ahead), if it has a prediction."""
         if job.predicted_s <= 0 or self.starving(job, now):
             return None
-        return job.submitted_at + timedelta(seconds=self.starve_factor * job.predicted_s)
+        return job.submitted_at + timedelta(
+            seconds=self.starve_factor * job.predicted_s + self._ran_s(job)
+        )
 
     def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
         return sorted(jobs, key=lambda j: self.key(j, now))

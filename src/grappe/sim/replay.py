@@ -214,7 +214,8 @@ def replay(
         if not preempts:
             return
         q = queued_of(i, 0.0, service)
-        tier = pol.tier(q)
+        # A job the policy shields is in the first tier: no waiting job may stop it.
+        tier = 0 if pol.shielded(q, EPOCH + timedelta(seconds=now)) else pol.tier(q)
         for level in tiers:
             level.pop(i, None)
         tiers[tier][i] = Running(q, requests[i], site, pool, tier)
