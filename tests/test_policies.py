@@ -16,6 +16,7 @@ from grappe.catalog import gpu_models
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import Resources
 from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
+from grappe.placement import place
 from grappe.scheduler import decide as decide_module
 from grappe.scheduler.decide import Entry, Running, decide
 from grappe.scheduler.policies import POLICIES, Grappe, QueuedJob, las_queue, policy
@@ -145,6 +146,48 @@ def test_decide_stops_the_highest_tier_first() -> None:
         lambda r: stopped.append(r.queued.job_id) is None,
     )
     assert stopped == [] and not result.started
+
+
+def test_a_job_stops_jobs_in_another_pool_when_its_best_pool_holds_none_it_may_stop() -> None:
+    # Both pools are full. The H100 pool, the job's best, runs a job of the new job's own
+    # tier; the A100 pool runs one of a later tier. The new job stops that one and starts
+    # in the A100 pool rather than waiting for its best pool.
+    fast = Pool("fast", 1, 64, 256 << 30, "H100", 2)
+    slow = Pool("slow", 1, 64, 256 << 30, "A100", 2)
+    site = Site("s", "t", "FR", "EU", (), 50.0, "local", (fast, slow))
+    snap = SiteSnapshot(
+        site,
+        (PoolCapacity("fast", 0, 60, 200 << 30), PoolCapacity("slow", 0, 60, 200 << 30)),
+    )
+
+    def request(i: int) -> JobRequest:
+        return JobRequest(str(i), "x", Resources(gpus=2, cpus=1), 100, preemptible=True)
+
+    def queued(i: int, service: float) -> QueuedJob:
+        return QueuedJob(i, T0, "x", 0, 0.0, 2, service)
+
+    las = policy("las")
+    running = [
+        Running(queued(1, 0.0), request(1), "s", "fast", las.tier(queued(1, 0.0))),
+        Running(queued(2, 50_000.0), request(2), "s", "slow", las.tier(queued(2, 50_000.0))),
+    ]
+    new = Entry(queued(3, 0.0), request(3))
+    best = place(new.request, [snap], gpu_models()).best
+    assert best is not None and best.pool == "fast"  # the premise: its best pool is "fast"
+    stopped: list[int] = []
+    where: list[str] = []
+    result = decide(
+        [new],
+        {"s": snap},
+        las,
+        gpu_models(),
+        lambda e, c, p: where.append(c.pool) is None,
+        T0,
+        running,
+        lambda r: stopped.append(r.queued.job_id) is None,
+    )
+    assert stopped == [2] and where == ["slow"]
+    assert [e.queued.job_id for e, _, _ in result.started] == [3]
 
 
 def test_predictions_learn_by_user_then_shape() -> None:

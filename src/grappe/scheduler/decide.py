@@ -227,6 +227,36 @@ def decide(
         gpus_free = gpus_free and _free_gpus(live)
         return True
 
+    def stop_for(entry: Entry, placement: Placement) -> bool:
+        """Stop running jobs of later tiers in the first candidate pool, best first, where
+        that frees enough GPUs for ``entry``, and start it there; whether it started."""
+        nonlocal gpus_free
+        res = entry.request.resources
+        tier = policy.tier(entry.queued)
+        for cand in placement.candidates:
+            cap = live[cand.site].capacity(cand.pool)
+            if cap is None:
+                continue
+            victims = stoppable.victims(res.gpus, tier, (cand.site, cand.pool), cap.free_gpus)
+            if not victims:
+                # None: stopping them all is not enough; empty: the GPUs are free but kept
+                # for an earlier job (it would have started otherwise).
+                continue
+            for v in victims:
+                if preempt is not None and preempt(v):
+                    stoppable.remove(v)
+                    result.preempted.append(v)
+                    vr = v.request.resources
+                    update(
+                        v.site, live[v.site].taking(v.pool, -vr.gpus, -vr.cpus, -vr.memory_bytes)
+                    )
+                    gpus_free = True
+            fresh = live[cand.site].capacity(cand.pool)
+            if fresh is not None and fits_now(entry.request, fresh):
+                return take(entry, replace(cand, can_start_now=True, wait_s=0.0), placement)
+            return False
+        return False
+
     for index, entry in enumerate(walk):
         queued = entry.queued
         if entry.held:
@@ -296,27 +326,10 @@ def decide(
             if other is not None:
                 take(entry, other, placement)
                 continue
+        if may_stop and stop_for(entry, placement):
+            continue
         snap = live[best.site]
         cap = snap.capacity(best.pool)
-        if may_stop and cap is not None:
-            victims = stoppable.victims(
-                res.gpus, policy.tier(queued), (best.site, best.pool), cap.free_gpus
-            )
-            if victims:
-                for v in victims:
-                    if preempt is not None and preempt(v):
-                        stoppable.remove(v)
-                        result.preempted.append(v)
-                        vr = v.request.resources
-                        update(
-                            v.site,
-                            live[v.site].taking(v.pool, -vr.gpus, -vr.cpus, -vr.memory_bytes),
-                        )
-                        gpus_free = True
-                fresh = live[best.site].capacity(best.pool)
-                if fresh is not None and fits_now(entry.request, fresh):
-                    if take(entry, replace(best, can_start_now=True, wait_s=0.0), placement):
-                        continue
         result.waiting.append((entry, waiting_reason(best, res.describe()), placement))
         if not policy.backfill or cap is None:
             if not policy.backfill:
