@@ -295,3 +295,25 @@ def test_the_pass_shortcuts_change_no_decision(
     assert fast.unfinished == 0 and fast.violations == 0
     if policy_name in ("las", "grappe"):
         assert sum(r.preemptions for r in fast.records) > 0
+
+
+@pytest.mark.parametrize("policy_name", ["backfill", "las", "grappe"])
+def test_jobs_too_wide_for_a_free_pool_do_not_hide_the_ones_that_fit_it(policy_name: str) -> None:
+    # The four-GPU node is busy until 1,000 s, and three four-GPU jobs wait for it ahead of
+    # X, which needs one GPU and finds the one-GPU nodes free. A pass that saw only the
+    # first two jobs of the whole queue would not see X until 1,100 s; it sees the first
+    # two that may run in each pool, so X starts at once.
+    sites = [site("s", ("big", "A100", 1, 4), ("small", "A100", 2, 1))]
+    jobs = [
+        job("A", 0, 4, 1000),
+        *(job(f"W{i}", i, 4, 100) for i in (1, 2, 3)),
+        job("X", 4, 1, 100),
+    ]
+    result = replay(jobs, sites, policy_name, max_pending=2)
+    rec = {r.job_id: r for r in result.records}
+    assert rec["X"].start_s == 4 and rec["X"].pool == "small"
+    # The wide jobs still run one after another (LAS and grappe stop A at 900 s, when it
+    # reaches their second tier, for W1).
+    first = 1000 if policy_name == "backfill" else 900
+    assert [rec[f"W{i}"].start_s for i in (1, 2, 3)] == [first, first + 100, first + 200]
+    assert result.unfinished == 0 and result.violations == 0

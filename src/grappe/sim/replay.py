@@ -19,7 +19,7 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,9 +88,10 @@ def replay(
     """Replay ``jobs`` on ``sites`` under the named policy; ``ValueError`` for an unknown one.
 
     ``load`` rescales submission times so the offered load is that fraction of the
-    federation's GPUs. ``max_pending`` caps the jobs one pass sees to the head of the
-    policy order, as the live loop does. Trace jobs are preemptible: a policy that
-    preempts stops one and resumes it later where it stopped (as from a checkpoint).
+    federation's GPUs. ``max_pending`` caps the jobs one pass sees: for each pool, the
+    first that many in the policy's order that may run there. Trace jobs are preemptible:
+    a policy that preempts stops one and resumes it later where it stopped (as from a
+    checkpoint).
     """
     pol: Policy = policy(policy_name)
     started_wall = time.perf_counter()
@@ -176,6 +177,24 @@ def replay(
     rekey_seq: dict[int, int] = {}
     counter = itertools.count()
     memo = PoolMemo()  # the sites never change: each request's pools are filtered once
+    # The filters read no live capacity: the pools a job may run in, from any snapshot.
+    static = {
+        s.name: SiteSnapshot(s, tuple(pools[(s.name, p.name)].capacity(0.0) for p in s.pools))
+        for s in sites
+    }
+    # Pending jobs that may run in each pool (``window`` stops once it has seen enough).
+    pending_pools: Counter[tuple[str, str]] = Counter()
+
+    def pools_of(i: int) -> list[tuple[str, str]]:
+        return memo.pools(requests[i], static)
+
+    def pend(i: int, change: int) -> None:
+        """Count pending job ``i`` in (``change`` 1) or out (-1) of the pending tallies."""
+        pending_sizes[gpus_of[i]] += change
+        if not pending_sizes[gpus_of[i]]:
+            del pending_sizes[gpus_of[i]]
+        for key in pools_of(i):
+            pending_pools[key] += change
 
     def share_step(group: str) -> int:
         if used_total <= 0 or step is None:
@@ -250,9 +269,7 @@ def replay(
         used_total += runtime * res.gpus
         del pending[rec.group][i]
         dequeue(i)
-        pending_sizes[res.gpus] -= 1
-        if not pending_sizes[res.gpus]:
-            del pending_sizes[res.gpus]
+        pend(i, -1)
         heapq.heappush(events, (end, 0, version[i], i))
         run_as(i, attained[i], best.site, best.pool)
         return True
@@ -294,7 +311,7 @@ def replay(
         entries.pop(i, None)
         pending.setdefault(rec.group, {})[i] = None
         enqueue(i)
-        pending_sizes[gpus_of[i]] += 1
+        pend(i, 1)
         return True
 
     def when(at: datetime) -> float:
@@ -324,9 +341,10 @@ def replay(
         rekey_seq.pop(i, None)
 
     def head() -> list[Entry]:
-        """The first ``max_pending`` pending jobs, in the policy's order."""
+        """The jobs one pass sees: for each pool, the first ``max_pending`` pending jobs in
+        the policy's order that may run there (see ``window``)."""
         if keyed is not None:
-            return sorted_head(keyed)
+            return window(sorted_head(keyed))
         groups = [g for g, q in pending.items() if q]
         picked: list[Entry] = []
         for g in groups:
@@ -334,10 +352,38 @@ def replay(
             picked += [entry_of(i, s) for i in pending[g]]
         by_id = {e.queued.job_id: e for e in picked}
         ranked = pol.order([e.queued for e in picked], EPOCH + timedelta(seconds=now))
-        return [by_id[q.job_id] for q in ranked[:max_pending]]
+        return window(by_id[q.job_id] for q in ranked)
 
-    def sorted_head(keyed: KeyedPolicy) -> list[Entry]:
-        """``head`` from the groups' sorted queues: only the jobs whose key changed move."""
+    def window(ranked: Iterable[Entry]) -> list[Entry]:
+        """Of ``ranked`` (every pending job, in the policy's order), the first ``max_pending``
+        that may run in each pool: a job is seen if it is among them for one of its pools.
+
+        A single cap on the whole queue would let jobs that no free pool can hold hide the
+        ones behind them that could start (jobs too wide for the pools of small nodes, for
+        instance), as Slurm's ``bf_max_job_part`` keeps one partition from using up the
+        jobs its backfill tests.
+        """
+        seen: Counter[tuple[str, str]] = Counter()
+        open_pools = sum(1 for count in pending_pools.values() if count)
+        picked: list[Entry] = []
+        for e in ranked:
+            if open_pools <= 0:
+                break
+            wanted = False
+            for key in pools_of(e.queued.job_id):
+                before = seen[key]
+                if before < max_pending:
+                    wanted = True
+                    seen[key] = before + 1
+                    if before + 1 == min(max_pending, pending_pools[key]):
+                        open_pools -= 1
+            if wanted:
+                picked.append(e)
+        return picked
+
+    def sorted_head(keyed: KeyedPolicy) -> Iterator[Entry]:
+        """The pending jobs in the policy's order, from the groups' sorted queues (only the
+        jobs whose key changed move)."""
         at = EPOCH + timedelta(seconds=now)
         due: list[int] = []
         while rekeys and rekeys[0][0] <= now:
@@ -350,7 +396,7 @@ def replay(
         groups = [g for g, q in queues.items() if q]
         if len(groups) == 1:
             s = share_step(groups[0])
-            return [entry_of(i, s) for _, i in queues[groups[0]][:max_pending]]
+            return (entry_of(i, s) for _, i in queues[groups[0]])
 
         def walk(g: str) -> Iterator[tuple[tuple[Any, ...], Entry]]:
             s = share_step(g)
@@ -359,7 +405,7 @@ def replay(
                 yield keyed.key(e.queued, at), e
 
         merged = heapq.merge(*(walk(g) for g in groups), key=lambda pair: pair[0])
-        return [e for _, e in itertools.islice(merged, max_pending)]
+        return (e for _, e in merged)
 
     def could_start() -> bool:
         if not pending_sizes:
@@ -413,7 +459,7 @@ def replay(
                 predicted[i] = predictor.predict(records[i].user, records[i].group, gpus_of[i])
             pending.setdefault(records[i].group, {})[i] = None
             enqueue(i)
-            pending_sizes[records[i].num_gpus] += 1
+            pend(i, 1)
             nxt += 1
         if not could_start():
             record()
