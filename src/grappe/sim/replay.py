@@ -361,8 +361,11 @@ def replay(
         A single cap on the whole queue would let jobs that no free pool can hold hide the
         ones behind them that could start (jobs too wide for the pools of small nodes, for
         instance), as Slurm's ``bf_max_job_part`` keeps one partition from using up the
-        jobs its backfill tests.
+        jobs its backfill tests. A policy without backfill stops at its first job that must
+        wait, so it sees the first ``max_pending`` of the whole queue, as before.
         """
+        if not pol.backfill:
+            return list(itertools.islice(ranked, max_pending))
         seen: Counter[tuple[str, str]] = Counter()
         open_pools = sum(1 for count in pending_pools.values() if count)
         picked: list[Entry] = []
