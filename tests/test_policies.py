@@ -6,6 +6,8 @@ the one scheduling pass (``decide``) that the live loop runs too.
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,31 @@ def test_predictions_learn_by_user_then_shape() -> None:
     fresh.observe(None, None, 8, 10_000.0)
     assert fresh.predict(None, None, 2) == pytest.approx(1000.0)  # geometric mean of all
     assert [shape(g) for g in (0, 1, 2, 3, 4, 8, 9)] == [0, 1, 2, 2, 3, 4, 4]
+
+
+def test_aging_tells_light_tailed_runtimes_from_heavy_tailed_ones() -> None:
+    light = RuntimePredictor()
+    assert light.aging(1, 100.0) == 1.0  # nothing learned: neutral
+    for k in range(100):
+        light.observe("u", "g", 1, 1000.0 + 30.0 * k)  # uniform in 1,000 to 4,000 s
+    # Run 2,000 s: about 1,000 s left, against about 2,500 s for a new job.
+    assert 0.3 < light.aging(1, 2000.0) < 0.5
+    assert light.aging(1, 5000.0) == math.inf  # it outran every job seen
+    heavy = RuntimePredictor()
+    for k in range(100):
+        heavy.observe("u", "g", 1, 100_000.0 if k % 10 == 0 else 100.0)
+    # Past 100 s only the long jobs remain: far more left than a new job's mean.
+    assert heavy.aging(1, 1000.0) > 5
+    # Another shape borrows every job's runtimes until 30 of its own have ended.
+    assert heavy.aging(8, 1000.0) == pytest.approx(heavy.aging(1, 1000.0))
+
+
+def test_grappe_shields_a_running_job_with_less_left_than_a_new_one() -> None:
+    g = Grappe()
+    job = QueuedJob(1, T0, "x", 0, 0.0, 1, 7200.0, 3600.0)
+    assert not g.shielded(job, T0 + timedelta(hours=2))
+    assert g.shielded(replace(job, aging=0.5), T0 + timedelta(hours=2))
+    assert g.tier(job) == 1  # unshielded, it could be stopped by a job of tier 0
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

@@ -42,6 +42,8 @@ class QueuedJob:
     gpus: int = 0
     attained_gpu_s: float = 0.0  # service already received (a job stopped and resumed)
     predicted_s: float = 0.0  # predicted run time from history; 0 when unknown
+    # Expected run time still to go relative to a new job's (``RuntimePredictor.aging``).
+    aging: float = 1.0
 
 
 class Policy(Protocol):
@@ -204,7 +206,8 @@ class Grappe:
     against allocations; then the LAS queue (GPU-service already received); then
     the smallest predicted work (GPUs x predicted runtime); then age. A waiting job
     holds an EASY reservation, and may stop preemptible jobs of a later LAS queue;
-    a job that starved before it started is not stopped again.
+    a job that starved before it started is not stopped again, nor one expected to
+    have less left to run than a new job of its shape (``QueuedJob.aging``).
     """
 
     name: str = "grappe"
@@ -220,8 +223,12 @@ class Grappe:
 
     def shielded(self, job: QueuedJob, now: datetime) -> bool:
         """A job that starved before it started runs to its end: otherwise the next new
-        job of a lower LAS queue could stop it again, and its wait would have no bound."""
-        return self.starving(job, now)
+        job of a lower LAS queue could stop it again, and its wait would have no bound.
+
+        So does a job expected to have less left to run than a new job of its shape
+        (``aging`` below 1, as when runtimes are light-tailed): stopping it for a new
+        job would delay the job nearer its end."""
+        return self.starving(job, now) or job.aging < 1.0
 
     def _ran_s(self, job: QueuedJob) -> float:
         return job.attained_gpu_s / job.gpus if job.gpus else 0.0

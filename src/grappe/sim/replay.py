@@ -233,6 +233,8 @@ def replay(
         if not preempts:
             return
         q = queued_of(i, 0.0, service)
+        if learns and gpus_of[i]:
+            q = replace(q, aging=predictor.aging(gpus_of[i], service / gpus_of[i]))
         # A job the policy shields is in the first tier: no waiting job may stop it.
         tier = 0 if pol.shielded(q, EPOCH + timedelta(seconds=now)) else pol.tier(q)
         for level in tiers:
