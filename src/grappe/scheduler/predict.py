@@ -100,7 +100,7 @@ class RuntimePredictor:
         Jobs of every shape stand in while too few of this one have ended; 1.0 while too
         few jobs have ended at all; ``inf`` when the job outran them all.
         """
-        hist = next(
+        runtimes = next(
             (
                 h
                 for h in (self.shapes.get(shape(gpus)), self.shapes.get(None))
@@ -108,10 +108,10 @@ class RuntimePredictor:
             ),
             None,
         )
-        if hist is None:
+        if runtimes is None:
             return 1.0
-        fresh = hist.left_s(0.0)
-        left = hist.left_s(ran_s)
+        fresh = runtimes.left_s(0.0)
+        left = runtimes.left_s(ran_s)
         if left is None:
             return math.inf
         return left / fresh if fresh else 1.0

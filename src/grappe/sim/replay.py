@@ -36,6 +36,7 @@ from grappe.scheduler.policies import KeyedPolicy, Policy, QueuedJob, policy
 from grappe.scheduler.predict import RuntimePredictor
 from grappe.sim.federation import PoolState, gpu_speed, request_for, rescale, total_gpus
 from grappe.sim.trace import TraceJob
+from grappe.sim.window import per_pool_window
 
 # Virtual time zero, as a date: QueuedJob orders by submission datetime.
 EPOCH = datetime(2017, 1, 1, tzinfo=UTC)
@@ -357,34 +358,14 @@ def replay(
         return window(by_id[q.job_id] for q in ranked)
 
     def window(ranked: Iterable[Entry]) -> list[Entry]:
-        """Of ``ranked`` (every pending job, in the policy's order), the first ``max_pending``
-        that may run in each pool: a job is seen if it is among them for one of its pools.
-
-        A single cap on the whole queue would let jobs that no free pool can hold hide the
-        ones behind them that could start (jobs too wide for the pools of small nodes, for
-        instance), as Slurm's ``bf_max_job_part`` keeps one partition from using up the
-        jobs its backfill tests. A policy without backfill stops at its first job that must
-        wait, so it sees the first ``max_pending`` of the whole queue, as before.
-        """
+        """The first ``max_pending`` jobs of ``ranked`` that may run in each pool
+        (``per_pool_window``). A policy without backfill stops at its first job that must
+        wait, so it sees the first ``max_pending`` of the whole queue."""
         if not pol.backfill:
             return list(itertools.islice(ranked, max_pending))
-        seen: Counter[tuple[str, str]] = Counter()
-        open_pools = sum(1 for count in pending_pools.values() if count)
-        picked: list[Entry] = []
-        for e in ranked:
-            if open_pools <= 0:
-                break
-            wanted = False
-            for key in pools_of(e.queued.job_id):
-                before = seen[key]
-                if before < max_pending:
-                    wanted = True
-                    seen[key] = before + 1
-                    if before + 1 == min(max_pending, pending_pools[key]):
-                        open_pools -= 1
-            if wanted:
-                picked.append(e)
-        return picked
+        return per_pool_window(
+            ranked, lambda e: pools_of(e.queued.job_id), pending_pools, max_pending
+        )
 
     def sorted_head(keyed: KeyedPolicy) -> Iterator[Entry]:
         """The pending jobs in the policy's order, from the groups' sorted queues (only the
