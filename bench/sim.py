@@ -25,11 +25,15 @@ from grappe.spec.factory import load_factory
 RESULTS = Path(__file__).parent / "results" / "sim"
 
 
-def philly_like() -> list[Site]:
-    """Philly's 2,490 GPUs: 321 nodes of 2 and 231 of 8 (A100, the reference: runs as recorded)."""
+def philly_like(scale: float = 1.0) -> list[Site]:
+    """Philly's 2,490 GPUs: 321 nodes of 2 and 231 of 8 (A100, the reference: runs as recorded).
+
+    ``scale`` keeps that shape with fewer nodes (at least one of each), for traces too short
+    to fill the whole site at the load asked.
+    """
     pools = (
-        Pool("two", 321, 16, 64 << 30, "A100", 2),
-        Pool("eight", 231, 48, 256 << 30, "A100", 8),
+        Pool("two", max(1, round(321 * scale)), 16, 64 << 30, "A100", 2),
+        Pool("eight", max(1, round(231 * scale)), 48, 256 << 30, "A100", 8),
     )
     return [Site("philly", "msr", "US", "US", (), 400.0, "local", pools)]
 
@@ -39,6 +43,9 @@ def main() -> int:
     parser.add_argument("--trace", default="../shared/traces/philly_2017.csv")
     parser.add_argument("--fed", default="", help="factory.yaml; empty: a Philly-like site")
     parser.add_argument("--load", type=float, default=0.9)
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="nodes of the Philly-like site, as a fraction"
+    )
     parser.add_argument("--policy", default=",".join(POLICIES))
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -51,8 +58,10 @@ def main() -> int:
     if args.limit:
         jobs = jobs[: args.limit]
     fed = Path(args.fed) if args.fed else None
-    sites = load_factory(fed).to_domain() if fed and fed.exists() else philly_like()
+    sites = load_factory(fed).to_domain() if fed and fed.exists() else philly_like(args.scale)
     where = str(fed) if fed and fed.exists() else "inline Philly-like site"
+    if args.scale != 1.0 and where.startswith("inline"):
+        where += f" at scale {args.scale}"
     print(f"{len(jobs)} jobs, {total_gpus(sites)} GPUs ({where}), load {args.load}")
     rows, results = [], []
     for name in args.policy.split(","):
