@@ -35,6 +35,7 @@ from grappe.quantum.ledger import record_attempt, shots_charged
 from grappe.runtime import Factory
 from grappe.scheduler.decide import Entry, decide
 from grappe.scheduler.policies import Policy, QueuedJob
+from grappe.scheduler.window import MAX_PENDING_PER_PASS
 from grappe.store import job_repo, project_repo
 from grappe.store.tables import JobRow
 
@@ -42,7 +43,6 @@ log = logging.getLogger("grappe.scheduler")
 
 ACTIVE = (JobState.SUBMITTED, JobState.RUNNING)
 LEASE = "scheduler"
-MAX_PENDING_PER_PASS = 1000
 
 
 class Clock(Protocol):

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from grappe.sim.replay import JobRecord, SimResult
+from grappe.sim.records import JobRecord, SimResult
 
 KEYS = (
     "policy",

@@ -20,7 +20,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,52 +31,17 @@ from grappe.placement import Candidate, Placement
 from grappe.scheduler import decide as decide_module
 from grappe.scheduler.decide import Entry, Running
 from grappe.scheduler.lookups import PoolMemo
-from grappe.scheduler.loop import MAX_PENDING_PER_PASS
 from grappe.scheduler.policies import KeyedPolicy, Policy, QueuedJob, policy
 from grappe.scheduler.predict import RuntimePredictor
+from grappe.scheduler.window import MAX_PENDING_PER_PASS, per_pool_window
 from grappe.sim.federation import PoolState, gpu_speed, request_for, rescale, total_gpus
+from grappe.sim.records import JobRecord, SimResult
 from grappe.sim.trace import TraceJob
-from grappe.sim.window import per_pool_window
 
 # Virtual time zero, as a date: QueuedJob orders by submission datetime.
 EPOCH = datetime(2017, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class JobRecord:
-    """What happened to one trace job in a replay (times in virtual seconds)."""
-
-    job_id: str
-    group: str
-    num_gpus: int
-    submit_s: float
-    duration_s: float  # as the trace recorded it, on the reference (or requested) GPU
-    start_s: float | None = None
-    end_s: float | None = None
-    site: str | None = None
-    pool: str | None = None
-    gpu_model: str | None = None
-    user: str | None = None
-    ran_s: float = 0.0  # time spent running, over all its runs (a stopped job runs again)
-    preemptions: int = 0
-
-
-@dataclass
-class SimResult:
-    """A replay's outcome: one record per accepted job, the rejected ones, and counters."""
-
-    policy: str
-    records: list[JobRecord]
-    rejected: list[tuple[str, str]]  # (job_id, why no site can ever hold it)
-    total_gpus: int
-    violations: int
-    wall_s: float
-    decide_calls: int
-    time_scale: float = 1.0  # factor applied to submission times by ``load``
-    unfinished: int = 0  # jobs still pending when no event was left (should be 0)
-    violation_notes: list[str] = field(default_factory=list)
-    # (time, jobs waiting, GPUs busy) after each instant with events, for the report's plots.
-    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+# The jobs of one group that may run in the same pools: (group, its (site, pool) pairs).
+Lane = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def replay(
@@ -172,7 +137,9 @@ def replay(
     # between passes (only arrivals, starts, stops and the key changes the policy
     # announces move them), so a pass does not sort the whole queue.
     keyed: KeyedPolicy | None = pol if isinstance(pol, KeyedPolicy) else None
-    queues: dict[str, list[tuple[tuple[Any, ...], int]]] = {}
+    # One sorted queue per lane: the jobs of one group that may run in the same pools.
+    queues: dict[Lane, list[tuple[tuple[Any, ...], int]]] = {}
+    lanes: list[Lane | None] = [None] * n
     keys: dict[int, tuple[tuple[Any, ...], int]] = {}
     rekeys: list[tuple[float, int, int]] = []  # (time, sequence, job) of announced changes
     rekey_seq: dict[int, int] = {}
@@ -330,16 +297,24 @@ def replay(
         q = queued_of(i, 0.0, attained[i])
         k = (keyed.key(q, at), i)
         keys[i] = k
-        bisect.insort(queues.setdefault(records[i].group, []), k)
+        bisect.insort(queues.setdefault(lane_of(i), []), k)
         change = keyed.key_changes_at(q, at)
         if change is not None:
             rekey_seq[i] = seq = next(counter)
             heapq.heappush(rekeys, (when(change), seq, i))
 
+    def lane_of(i: int) -> Lane:
+        found = lanes[i]
+        if found is None:
+            # Without backfill a pass stops at the first job that waits: one lane a group.
+            found = (records[i].group, tuple(pools_of(i)) if pol.backfill else ())
+            lanes[i] = found
+        return found
+
     def dequeue(i: int) -> None:
         if keyed is None:
             return
-        queue = queues[records[i].group]
+        queue = queues[lane_of(i)]
         del queue[bisect.bisect_left(queue, keys.pop(i))]
         rekey_seq.pop(i, None)
 
@@ -379,18 +354,26 @@ def replay(
         for i in due:
             dequeue(i)
             enqueue(i)
-        groups = [g for g, q in queues.items() if q]
+        # A job with ``max_pending`` jobs before it in its lane has that many before it in
+        # each of its pools, so ``window`` would pass it over: each lane is cut there.
+        live = [lane for lane, q in queues.items() if q]
+        groups = {group for group, _ in live}
         if len(groups) == 1:
-            s = share_step(groups[0])
-            return (entry_of(i, s) for _, i in queues[groups[0]])
+            # One group: the keys kept in the lanes order the jobs as the policy does.
+            s = share_step(live[0][0])
+            if len(live) == 1:
+                ranked: Iterable[tuple[Any, int]] = itertools.islice(queues[live[0]], max_pending)
+            else:  # sorted runs: a merge
+                ranked = sorted(itertools.chain(*(queues[lane][:max_pending] for lane in live)))
+            return (entry_of(i, s) for _, i in ranked)
 
-        def walk(g: str) -> Iterator[tuple[tuple[Any, ...], Entry]]:
-            s = share_step(g)
-            for _, i in queues[g]:
+        def walk(lane: Lane) -> Iterator[tuple[tuple[Any, ...], Entry]]:
+            s = share_step(lane[0])
+            for _, i in itertools.islice(queues[lane], max_pending):
                 e = entry_of(i, s)
                 yield keyed.key(e.queued, at), e
 
-        merged = heapq.merge(*(walk(g) for g in groups), key=lambda pair: pair[0])
+        merged = heapq.merge(*(walk(lane) for lane in live), key=lambda pair: pair[0])
         return (e for _, e in merged)
 
     def could_start() -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from grappe.sim.metrics import KEYS
-from grappe.sim.replay import SimResult
+from grappe.sim.records import SimResult
 
 # Points per curve: enough for a smooth plot of a trace of any length.
 MAX_POINTS = 2000

@@ -1,4 +1,4 @@
-"""Which pending jobs one replay pass sees, when the queue is deeper than a pass may walk.
+"""Which pending jobs one pass sees, when the queue is deeper than a pass may walk.
 
 A single cap on the whole queue would let jobs that no free pool can hold hide the
 ones behind them that could start (jobs too wide for the pools of small nodes, for
@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar
+
+# The pending jobs a pass walks (in a replay: for each pool).
+MAX_PENDING_PER_PASS = 1000
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -45,3 +48,4 @@ def per_pool_window(
         if wanted:
             picked.append(job)
     return picked
+
