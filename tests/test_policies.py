@@ -23,6 +23,7 @@ from grappe.scheduler import decide as decide_module
 from grappe.scheduler.decide import Entry, Running, decide
 from grappe.scheduler.policies import POLICIES, Grappe, QueuedJob, las_queue, policy
 from grappe.scheduler.predict import RuntimePredictor, shape
+from grappe.scheduler.window import window
 from grappe.sim.metrics import summarise
 from grappe.sim.replay import replay
 from grappe.sim.trace import TraceJob
@@ -342,3 +343,37 @@ def test_grappe_counts_as_waiting_only_the_time_a_job_did_not_run() -> None:
     assert grappe.key_changes_at(q, T0) == T0 + timedelta(seconds=7_000)
     assert grappe.shielded(q, T0 + timedelta(seconds=7_100))
     assert not POLICIES["las"].shielded(q, T0 + timedelta(seconds=7_100))
+
+
+def test_the_live_window_keeps_each_pools_first_jobs_and_those_no_pool_may_run() -> None:
+    site = Site(
+        "s",
+        "t",
+        "FR",
+        "EU",
+        (),
+        50.0,
+        "local",
+        (Pool("two", 4, 16, 64 << 30, "A100", 2), Pool("eight", 1, 48, 256 << 30, "A100", 8)),
+    )
+    caps = (PoolCapacity("two", 8, 64, 256 << 30), PoolCapacity("eight", 0, 48, 256 << 30))
+    snaps = {"s": SiteSnapshot(site, caps)}
+
+    def entry(i: int, gpus: int) -> Entry:
+        at = T0 + timedelta(seconds=i)
+        return Entry(
+            QueuedJob(i, at, "x", 0, 0.0, gpus),
+            JobRequest(str(i), "x", Resources(gpus=gpus, cpus=1), 100),
+        )
+
+    # Oldest first: four jobs of 8 GPUs (the eight pool only), two of 16 (no pool), two of 1.
+    entries = [entry(i, 8) for i in range(4)] + [entry(4, 16), entry(5, 16)]
+    entries += [entry(6, 1), entry(7, 1)]
+    seen = window(entries, policy("backfill"), snaps, 2)
+    # The eight pool's first two are jobs 0 and 1; the two pool's, jobs 6 and 7 (they may
+    # run in both, but the eight pool's share is used up); and the first two that no pool
+    # may run (the pass writes why they wait).
+    assert [e.queued.job_id for e in seen] == [0, 1, 4, 5, 6, 7]
+    assert [e.queued.job_id for e in window(entries, policy("backfill"), snaps, 1)] == [0, 4, 6]
+    assert [e.queued.job_id for e in window(entries, policy("fifo"), snaps, 3)] == [0, 1, 2]
+    assert len(window(entries, policy("backfill"), snaps, 100)) == len(entries)

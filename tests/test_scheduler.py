@@ -69,6 +69,29 @@ def test_fifo_blocks_behind_the_head_but_grappe_lets_others_pass(tmp_path: Path)
             w.factory.close()
 
 
+def test_jobs_too_big_for_one_site_do_not_hide_a_job_that_fits_another(tmp_path: Path) -> None:
+    # The pass walks the first ``max_pending`` jobs of each pool: three 4-CPU jobs, oldest,
+    # fill the cap of the big site's pool, and the 1-CPU job after them still starts.
+    sites = [local_site("big", cpus=4), local_site("small", cpus=1)]
+    w = open_world(tmp_path, f"sqlite:///{tmp_path / 'w.db'}", sites)
+    w.scheduler.max_pending = 2
+    try:
+        runner = submit(w, run="sleep 3", resources={"cpus": 4})
+        w.tick()
+        assert state(w, runner["id"])["site"] == "big"
+        wide = [submit(w, resources={"cpus": 4}) for _ in range(3)]
+        small = submit(w, resources={"cpus": 1})
+        w.tick()
+        assert [state(w, j["id"])["state"] for j in wide] == ["PENDING"] * 3
+        got = state(w, small["id"])
+        assert got["state"] != "PENDING", got
+        assert got["site"] == "small"
+        for j in (runner, *wide, small):
+            assert w.run_until(j["id"], TERMINAL)["state"] == "SUCCEEDED"
+    finally:
+        w.factory.close()
+
+
 def test_fair_share_puts_the_least_served_project_first(world: World) -> None:
     admin = world.client()
     admin.post("/api/v1/projects", json={"name": "fresh", "gpu_hours": 0, "cpu_hours": 100})

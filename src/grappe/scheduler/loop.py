@@ -34,8 +34,9 @@ from grappe.placement import Candidate, Placement
 from grappe.quantum.ledger import record_attempt, shots_charged
 from grappe.runtime import Factory
 from grappe.scheduler.decide import Entry, decide
+from grappe.scheduler.lookups import PoolMemo
 from grappe.scheduler.policies import Policy, QueuedJob
-from grappe.scheduler.window import MAX_PENDING_PER_PASS
+from grappe.scheduler.window import MAX_PENDING_PER_PASS, MAX_PENDING_READ, window
 from grappe.store import job_repo, project_repo
 from grappe.store.tables import JobRow
 
@@ -382,9 +383,11 @@ class Scheduler:
         policy: Policy,
         clock: Clock | None = None,
         holder: str | None = None,
+        max_pending: int = MAX_PENDING_PER_PASS,
     ) -> None:
         self.factory = factory
         self.policy = policy
+        self.max_pending = max_pending
         self.clock = clock or WallClock()
         # A replica restarted under the same name takes its lease back at once.
         self.holder = holder or uuid.uuid4().hex[:12]
@@ -410,7 +413,7 @@ class Scheduler:
         with factory.store.session() as s:
             rows = [
                 r
-                for r in job_repo.jobs_in_states(s, [JobState.PENDING], limit=MAX_PENDING_PER_PASS)
+                for r in job_repo.jobs_in_states(s, [JobState.PENDING], limit=MAX_PENDING_READ)
                 if not r.cancel_requested
             ]
             if not rows:
@@ -449,7 +452,9 @@ class Scheduler:
             return True
 
         snapshots = {snap.site.name: snap for snap in factory.snapshots()}
-        done = decide(entries, snapshots, self.policy, factory.gpus, start)
+        memo = PoolMemo()
+        seen = window(entries, self.policy, snapshots, self.max_pending, memo=memo)
+        done = decide(seen, snapshots, self.policy, factory.gpus, start, memo=memo)
         report.started.extend(entry.queued.job_id for entry, _, _ in done.started)
         report.held += done.held
         report.waiting += len(done.waiting) - done.held

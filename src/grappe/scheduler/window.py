@@ -3,17 +3,30 @@
 A single cap on the whole queue would let jobs that no free pool can hold hide the
 ones behind them that could start (jobs too wide for the pools of small nodes, for
 instance). So the cap counts per pool, as Slurm's ``bf_max_job_part`` keeps one
-partition from using up the jobs its backfill tests.
+partition from using up the jobs its backfill tests. The live loop (``window``) and
+trace replay (its own sorted queues) both cut the queue with ``per_pool_window``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
 
-# The pending jobs a pass walks (in a replay: for each pool).
+from grappe.domain.sites import SiteSnapshot
+from grappe.scheduler.lookups import PoolMemo
+from grappe.scheduler.policies import Policy
+
+if TYPE_CHECKING:
+    from grappe.scheduler.decide import Entry
+
+# A live pass walks the first MAX_PENDING_PER_PASS pending jobs of each pool, in the
+# policy's order, of the oldest MAX_PENDING_READ that it reads from the store.
 MAX_PENDING_PER_PASS = 1000
+MAX_PENDING_READ = 10 * MAX_PENDING_PER_PASS
+
+NOWHERE = (("", ""),)  # the pools of a job that no pool may run, for ``window``
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -49,3 +62,28 @@ def per_pool_window(
             picked.append(job)
     return picked
 
+
+def window(
+    entries: Sequence[Entry],
+    policy: Policy,
+    snapshots: Mapping[str, SiteSnapshot],
+    cap: int,
+    now: datetime | None = None,
+    memo: PoolMemo | None = None,
+) -> list[Entry]:
+    """Of the pending ``entries``, those one pass walks, in the policy's order: the first
+    ``cap`` that may run in each pool, or with a policy without backfill (it stops at its
+    first job that must wait) the first ``cap`` of all."""
+    by_id = {e.queued.job_id: e for e in entries}
+    ranked = [by_id[q.job_id] for q in policy.order([e.queued for e in entries], now)]
+    if not policy.backfill or len(ranked) <= cap:
+        return ranked[:cap]
+    known = memo if memo is not None else PoolMemo()
+    known.check(snapshots)
+
+    def pools_of(e: Entry) -> Sequence[tuple[str, str]]:
+        # A job no pool may run still gets its reason written: those count as one pool.
+        return known.pools(e.request, snapshots) or NOWHERE
+
+    pending = Counter(key for e in ranked for key in pools_of(e))
+    return per_pool_window(ranked, pools_of, pending, cap)
