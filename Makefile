@@ -50,6 +50,10 @@ clean:
 TRACE ?= ../shared/traces/philly_2017.csv
 FED   ?=
 LOAD  ?= 0.9
+# The synthetic shapes of bench/traces.py, replayed on a tenth of the Philly-like site
+# (their 20,000 jobs do not load all of it).
+SHAPES      ?= poisson_lognormal bursty_pareto uniform_wide
+SHAPE_SCALE ?= 0.1
 
 bench: install
 	$(BIN)/python bench/core.py
@@ -57,6 +61,10 @@ bench: install
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/sim.py --trace $(TRACE) --fed "$(FED)" --load $(LOAD)
 	$(BIN)/python bench/traces.py
+	for shape in $(SHAPES); do \
+	  $(BIN)/python bench/sim.py --trace bench/results/traces/$$shape.csv --scale $(SHAPE_SCALE) \
+	    --load $(LOAD) --out bench/results/sim-$$shape || exit 1; \
+	done
 
 # Load: JOBS submissions from CLIENTS clients to one `grappe up` on SQLite, then to two
 # replicas on one PostgreSQL; every id checked (docs/reliability.md has the figures).
