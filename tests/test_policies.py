@@ -313,36 +313,49 @@ def test_a_job_says_it_is_preemptible_and_the_store_keeps_it(tmp_path: Path) -> 
         world.factory.close()
 
 
-def test_grappe_lets_a_job_that_starved_run_to_its_end() -> None:
-    # Three 4-GPU jobs of 100 s teach the predictor that 4-GPU jobs take 100 s. L (4 GPUs,
-    # 20,000 s) then runs into LAS's last queue, and one-GPU jobs of 100 s arriving every
-    # 25 s from 10,000 s stop it. Once L has waited 20 x 100 s it starves: Grappe starts
-    # it first and shields it, so no new job stops it again (before, each did: 151 times).
+def test_grappe_bounds_a_waits_slowdown_by_prediction_or_run_and_lets_a_starved_job_end() -> None:
+    # Three 4-GPU jobs (100, 100 and 5,800 s) teach the predictor that 4-GPU jobs take
+    # their geometric mean, 387 s. L (4 GPUs, 2,000 s) starts at 6,000 s and is stopped at
+    # 7,000 s by the first of a stream of one-GPU jobs (100 s, every 25 s). It has run
+    # 1,000 s, more than its prediction: it starves once it has waited 20 x 1,000 s, at
+    # 27,000 s (not 20 x 387 s), starts first as the small jobs then running end, and no
+    # new job stops it again.
+    warm = [job("w0", 0, 4, 100), job("w1", 100, 4, 100), job("w2", 200, 4, 5_800)]
+    small = [job(f"s{i}", 7_000 + i * 25.0, 1, 100) for i in range(1_800)]
+    jobs = [*warm, job("L", 6_000, 4, 2_000), *small]
+    long = {r.job_id: r for r in replay(jobs, four_gpus(), "grappe").records}["L"]
+    assert long.preemptions == 1
+    assert long.ran_s == pytest.approx(2_000)
+    assert long.end_s is not None and 28_000 < long.end_s <= 28_000 + 100
+    # LAS keeps stopping it for each new small job: it ends after the stream (52,000 s).
+    las = {r.job_id: r for r in replay(jobs, four_gpus(), "las").records}
+    assert las["L"].end_s is not None and las["L"].end_s > 52_000
+    # Mispredicted by far (100 s, runs 20,000 s), a job stopped after 9,600 s may wait
+    # 192,000 s before it starves: it does not take back the GPUs from the stream of
+    # short jobs, and ends after it, as under LAS.
     warm = [job(f"w{i}", i * 100.0, 4, 100) for i in range(3)]
     small = [job(f"s{i}", 10_000 + i * 25.0, 1, 100) for i in range(600)]
     jobs = [*warm, job("L", 400, 4, 20_000), *small]
-    grappe = {r.job_id: r for r in replay(jobs, four_gpus(), "grappe").records}
-    long = grappe["L"]
+    long = {r.job_id: r for r in replay(jobs, four_gpus(), "grappe").records}["L"]
     assert long.preemptions == 1
-    assert long.ran_s == pytest.approx(20_000)
-    # Stopped at 10,000 s with 9,600 s run; it starves 2,000 s later and starts once the
-    # small jobs running then end (100 s at most), then runs its remaining 10,400 s.
-    assert long.end_s is not None and 22_400 < long.end_s <= 22_400 + 100
-    # LAS keeps stopping it for each new small job: it ends after the stream.
-    las = {r.job_id: r for r in replay(jobs, four_gpus(), "las").records}
-    assert las["L"].end_s is not None and las["L"].end_s > 25_000
+    assert long.end_s is not None and long.end_s > 10_000 + 600 * 25
 
 
 def test_grappe_counts_as_waiting_only_the_time_a_job_did_not_run() -> None:
     grappe = POLICIES["grappe"]
     assert isinstance(grappe, Grappe)
-    # Predicted 100 s: it starves after waiting 2,000 s. It ran 5,000 s (20,000 GPU-s on 4).
-    q = QueuedJob(1, T0, "x", 0, 0.0, gpus=4, attained_gpu_s=20_000.0, predicted_s=100.0)
-    assert not grappe.starving(q, T0 + timedelta(seconds=6_000))  # waited 1,000 s
-    assert grappe.starving(q, T0 + timedelta(seconds=7_100))  # waited 2,100 s
-    assert grappe.key_changes_at(q, T0) == T0 + timedelta(seconds=7_000)
-    assert grappe.shielded(q, T0 + timedelta(seconds=7_100))
-    assert not POLICIES["las"].shielded(q, T0 + timedelta(seconds=7_100))
+    # Predicted 100 s: it starves after waiting 2,000 s. It ran 50 s (200 GPU-s on 4).
+    q = QueuedJob(1, T0, "x", 0, 0.0, gpus=4, attained_gpu_s=200.0, predicted_s=100.0)
+    assert not grappe.starving(q, T0 + timedelta(seconds=2_000))  # waited 1,950 s
+    assert grappe.starving(q, T0 + timedelta(seconds=2_100))  # waited 2,050 s
+    assert grappe.key_changes_at(q, T0) == T0 + timedelta(seconds=2_050)
+    assert grappe.shielded(q, T0 + timedelta(seconds=2_100))
+    assert not POLICIES["las"].shielded(q, T0 + timedelta(seconds=2_100))
+    # It ran 5,000 s (20,000 GPU-s), more than predicted: it may wait 20 x 5,000 s.
+    q = replace(q, attained_gpu_s=20_000.0)
+    assert not grappe.starving(q, T0 + timedelta(seconds=104_000))  # waited 99,000 s
+    assert grappe.starving(q, T0 + timedelta(seconds=105_100))  # waited 100,100 s
+    assert grappe.key_changes_at(q, T0) == T0 + timedelta(seconds=105_000)
 
 
 def test_the_live_window_keeps_each_pools_first_jobs_and_those_no_pool_may_run() -> None:

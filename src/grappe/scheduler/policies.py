@@ -202,7 +202,8 @@ class Grappe:
     """Grappe's policy: what the traces teach, through the same pass as the baselines.
 
     Order: project priority; then jobs that have waited more than ``starve_factor``
-    times their predicted runtime (oldest first: no job starves); then fair share
+    times their predicted runtime, or than that many times what they have run if
+    they outran it (oldest first: no job starves); then fair share
     against allocations; then the LAS queue (GPU-service already received); then
     the smallest predicted work (GPUs x predicted runtime); then age. A waiting job
     holds an EASY reservation, and may stop preemptible jobs of a later LAS queue;
@@ -233,13 +234,21 @@ class Grappe:
     def _ran_s(self, job: QueuedJob) -> float:
         return job.attained_gpu_s / job.gpus if job.gpus else 0.0
 
+    def _bound_s(self, job: QueuedJob) -> float:
+        """How long ``job`` may wait before it starves: ``starve_factor`` x its predicted
+        runtime, or x what it has run if it outran that. So the bound is on its slowdown
+        against the longer of its prediction and its real runtime, as Tiresias's bound
+        grows with a job's run: a long job mispredicted short, stopped for shorter ones,
+        does not starve at once and take back GPUs for days (docs/scheduling.md)."""
+        return self.starve_factor * max(job.predicted_s, self._ran_s(job))
+
     def starving(self, job: QueuedJob, now: datetime | None) -> bool:
-        """Whether ``job`` has waited (not run) more than ``starve_factor`` x its predicted
-        runtime since it was submitted."""
+        """Whether ``job`` has waited (not run) longer than its bound (``_bound_s``) since
+        it was submitted."""
         if now is None or job.predicted_s <= 0:
             return False
         waited = (now - job.submitted_at).total_seconds() - self._ran_s(job)
-        return waited > self.starve_factor * job.predicted_s
+        return waited > self._bound_s(job)
 
     def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
         if self.starving(job, now):
@@ -254,9 +263,7 @@ class Grappe:
         """When ``job`` starts starving (its key moves ahead), if it has a prediction."""
         if job.predicted_s <= 0 or self.starving(job, now):
             return None
-        return job.submitted_at + timedelta(
-            seconds=self.starve_factor * job.predicted_s + self._ran_s(job)
-        )
+        return job.submitted_at + timedelta(seconds=self._bound_s(job) + self._ran_s(job))
 
     def order(self, jobs: Sequence[QueuedJob], now: datetime | None = None) -> list[QueuedJob]:
         return sorted(jobs, key=lambda j: self.key(j, now))
