@@ -33,7 +33,7 @@ from grappe.scheduler.decide import Entry, Running
 from grappe.scheduler.lookups import PoolMemo
 from grappe.scheduler.policies import KeyedPolicy, Policy, QueuedJob, policy
 from grappe.scheduler.predict import RuntimePredictor
-from grappe.scheduler.window import MAX_PENDING_PER_PASS, per_pool_window
+from grappe.scheduler.window import MAX_PENDING_PER_PASS, per_pool_window, window
 from grappe.sim.federation import PoolState, gpu_speed, request_for, rescale, total_gpus
 from grappe.sim.records import JobRecord, SimResult
 from grappe.sim.trace import TraceJob
@@ -320,19 +320,17 @@ def replay(
 
     def head() -> list[Entry]:
         """The jobs one pass sees: for each pool, the first ``max_pending`` pending jobs in
-        the policy's order that may run there (see ``window``)."""
+        the policy's order that may run there. A policy without sort keys has the whole
+        queue ordered and cut as the live loop does (``window``)."""
         if keyed is not None:
-            return window(sorted_head(keyed))
-        groups = [g for g, q in pending.items() if q]
+            return cut(sorted_head(keyed))
         picked: list[Entry] = []
-        for g in groups:
+        for g, queue in pending.items():
             s = share_step(g)
-            picked += [entry_of(i, s) for i in pending[g]]
-        by_id = {e.queued.job_id: e for e in picked}
-        ranked = pol.order([e.queued for e in picked], EPOCH + timedelta(seconds=now))
-        return window(by_id[q.job_id] for q in ranked)
+            picked += [entry_of(i, s) for i in queue]
+        return window(picked, pol, static, max_pending, EPOCH + timedelta(seconds=now), memo)
 
-    def window(ranked: Iterable[Entry]) -> list[Entry]:
+    def cut(ranked: Iterable[Entry]) -> list[Entry]:
         """The first ``max_pending`` jobs of ``ranked`` that may run in each pool
         (``per_pool_window``). A policy without backfill stops at its first job that must
         wait, so it sees the first ``max_pending`` of the whole queue."""
