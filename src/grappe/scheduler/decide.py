@@ -71,14 +71,23 @@ def _slack(entries: Sequence[Entry], snapshots: Mapping[str, SiteSnapshot]) -> b
     """Whether every pool has the CPUs and memory of all entries together free.
 
     Then no reservation of CPUs or memory in this pass can keep a later job from starting.
+    The sums only grow: the walk stops at the first entry that outgrows the smallest pool.
     """
-    cpus = sum(e.request.resources.cpus for e in entries)
-    memory = sum(e.request.resources.memory_bytes for e in entries)
-    return all(
-        cap.free_cpus >= cpus and cap.free_memory_bytes >= memory
-        for snap in snapshots.values()
-        for cap in snap.pools
-    )
+    caps = [cap for snap in snapshots.values() for cap in snap.pools]
+    if not caps:
+        return True
+    cpus_room = min(cap.free_cpus for cap in caps)
+    memory_room = min(cap.free_memory_bytes for cap in caps)
+    if cpus_room < 0 or memory_room < 0:
+        return False
+    cpus = memory = 0
+    for e in entries:
+        res = e.request.resources
+        cpus += res.cpus
+        memory += res.memory_bytes
+        if cpus > cpus_room or memory > memory_room:
+            return False
+    return True
 
 
 def _kept_from(

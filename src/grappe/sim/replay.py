@@ -323,7 +323,7 @@ def replay(
         the policy's order that may run there. A policy without sort keys has the whole
         queue ordered and cut as the live loop does (``window``)."""
         if keyed is not None:
-            return cut(sorted_head(keyed))
+            return sorted_head(keyed)
         picked: list[Entry] = []
         for g, queue in pending.items():
             s = share_step(g)
@@ -336,13 +336,14 @@ def replay(
         wait, so it sees the first ``max_pending`` of the whole queue."""
         if not pol.backfill:
             return list(itertools.islice(ranked, max_pending))
+        # With backfill, a job's lane holds its pools.
         return per_pool_window(
-            ranked, lambda e: pools_of(e.queued.job_id), pending_pools, max_pending
+            ranked, lambda e: lane_of(e.queued.job_id)[1], pending_pools, max_pending
         )
 
-    def sorted_head(keyed: KeyedPolicy) -> Iterator[Entry]:
-        """The pending jobs in the policy's order, from the groups' sorted queues (only the
-        jobs whose key changed move)."""
+    def sorted_head(keyed: KeyedPolicy) -> list[Entry]:
+        """The pending jobs one pass sees, in the policy's order, from the lanes' sorted
+        queues (only the jobs whose key changed move)."""
         at = EPOCH + timedelta(seconds=now)
         due: list[int] = []
         while rekeys and rekeys[0][0] <= now:
@@ -359,11 +360,11 @@ def replay(
         if len(groups) == 1:
             # One group: the keys kept in the lanes order the jobs as the policy does.
             s = share_step(live[0][0])
-            if len(live) == 1:
+            if len(live) == 1:  # its jobs may all run in the same pools
                 ranked: Iterable[tuple[Any, int]] = itertools.islice(queues[live[0]], max_pending)
-            else:  # sorted runs: a merge
-                ranked = sorted(itertools.chain(*(queues[lane][:max_pending] for lane in live)))
-            return (entry_of(i, s) for _, i in ranked)
+            else:
+                ranked = lane_window(live)
+            return [entry_of(i, s) for _, i in ranked]
 
         def walk(lane: Lane) -> Iterator[tuple[tuple[Any, ...], Entry]]:
             s = share_step(lane[0])
@@ -372,7 +373,27 @@ def replay(
                 yield keyed.key(e.queued, at), e
 
         merged = heapq.merge(*(walk(lane) for lane in live), key=lambda pair: pair[0])
-        return (e for _, e in merged)
+        return cut(e for _, e in merged)
+
+    def lane_window(live: list[Lane]) -> list[tuple[tuple[Any, ...], int]]:
+        """What ``cut`` keeps of the lanes of one group, in order, found with sorts of the
+        lanes' first ``max_pending`` keys instead of a walk: a job is kept if its key is at
+        most that of the ``max_pending``-th job of one of its pools (or a pool has fewer)."""
+        heads = {lane: queues[lane][:max_pending] for lane in live}
+        last: dict[tuple[str, str], tuple[Any, int] | None] = {}
+        for key in {key for lane in live for key in lane[1]}:
+            ranked = sorted(itertools.chain(*(heads[lane] for lane in live if key in lane[1])))
+            last[key] = ranked[max_pending - 1] if len(ranked) >= max_pending else None
+        kept: list[list[tuple[Any, int]]] = []
+        for lane in live:
+            bounds = [last[key] for key in lane[1]]
+            if not bounds:  # no pool may run them: ``cut`` keeps none
+                continue
+            if any(b is None for b in bounds):
+                kept.append(heads[lane])
+            else:
+                kept.append(heads[lane][: bisect.bisect_right(heads[lane], max(bounds))])
+        return sorted(itertools.chain(*kept))
 
     def could_start() -> bool:
         if not pending_sizes:
@@ -438,7 +459,9 @@ def replay(
             )
             for s in sites
         }
-        running = [r for level in tiers for r in level.values()] if preempts else []
+        # A job of the first tier is never stopped (no job ranks below it): a pass gets
+        # only the others, by tier.
+        running = [r for level in tiers[1:] for r in level.values()] if preempts else []
         calls += 1
         # Through the module, so that the live loop's decide is the one called (and patchable).
         decide_module.decide(
