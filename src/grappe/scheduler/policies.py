@@ -205,7 +205,8 @@ class Grappe:
     times their predicted runtime, or than that many times what they have run if
     they outran it (oldest first: no job starves); then fair share
     against allocations; then the LAS queue (GPU-service already received); then
-    the smallest predicted work (GPUs x predicted runtime); then age. A waiting job
+    age. (Not the smallest predicted work: where runtimes are alike, that passes
+    wide jobs over until they starve; docs/scheduling.md.) A waiting job
     holds an EASY reservation, and may stop preemptible jobs of a later LAS queue;
     a job that starved before it started is not stopped again, nor one expected to
     have less left to run than a new job of its shape (``QueuedJob.aging``).
@@ -253,10 +254,9 @@ class Grappe:
     def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
         if self.starving(job, now):
             # Starving jobs first, oldest first, ahead of shares, tiers and sizes.
-            head = (0, job.submitted_at, 0, 0, 0.0)
+            head = (0, job.submitted_at, 0, 0)
         else:
-            work = job.gpus * job.predicted_s
-            head = (1, None, _share(job, self.share_step), self.tier(job), work)
+            head = (1, None, _share(job, self.share_step), self.tier(job))
         return (-job.project_priority, *head, job.submitted_at, job.job_id)
 
     def key_changes_at(self, job: QueuedJob, now: datetime | None = None) -> datetime | None:
