@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from grappe.catalog import gpu_models
 from grappe.domain.jobs import JobRequest
 from grappe.domain.resources import Resources
 from grappe.domain.sites import Pool, PoolCapacity, Site, SiteSnapshot
-from grappe.scheduler.decide import Entry, decide
+from grappe.scheduler.decide import Entry, _slack, decide
 from grappe.scheduler.policies import QueuedJob, policy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -79,3 +80,15 @@ def test_started_jobs_take_capacity_within_the_pass() -> None:
     # job 2 waits and keeps the one CPU left, so job 3 cannot take it
     assert started == [(1, "a")]
     assert {e.queued.job_id for e, _, _ in result.waiting} == {2, 3}
+
+
+def test_slack_is_whether_every_pool_holds_all_entries_cpus_and_memory() -> None:
+    jobs = [entry(1, 2), entry(2, 1)]  # 3 CPUs in all
+    assert _slack(jobs, {s.site.name: s for s in (site("a", 3), site("b", 4))})
+    assert not _slack(jobs, {s.site.name: s for s in (site("a", 2), site("b", 4))})
+    assert _slack([], {"a": site("a", 0)})
+    assert not _slack([], {"a": site("a", -1)})  # an overcommitted pool has no slack
+    big = replace(
+        jobs[0], request=replace(jobs[0].request, resources=Resources(cpus=1, memory_bytes=9 << 30))
+    )
+    assert not _slack([big], {"a": site("a", 4)})  # 8 GiB free
