@@ -253,7 +253,7 @@ class Grappe:
 
     def key(self, job: QueuedJob, now: datetime | None = None) -> tuple[Any, ...]:
         if self.starving(job, now):
-            # Starving jobs first, oldest first, ahead of shares, tiers and sizes.
+            # Starving jobs first, oldest first, ahead of shares and tiers.
             head = (0, job.submitted_at, 0, 0)
         else:
             head = (1, None, _share(job, self.share_step), self.tier(job))
