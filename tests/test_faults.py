@@ -343,25 +343,30 @@ def test_a_control_plane_killed_before_the_runner_started_runs_the_job_once(
     assert ledger.read_text() == "ran\n"
 
 
+@pytest.mark.parametrize("restarted_after_s", [0, 120])
 def test_a_control_plane_killed_while_writing_an_attempt_submits_it_afresh(
-    tmp_path: Path,
+    tmp_path: Path, restarted_after_s: int
 ) -> None:
-    """A kill -9 while an attempt's files are written: the restart clears them and runs it once."""
+    """A kill -9 while an attempt's files are written: the restart clears them and runs it once,
+    whether it comes at once (within the grace an attempt has to start) or later."""
     root = tmp_path / "site"
     ledger = tmp_path / "ledger"
     job = launch("32", f"echo ran >> {ledger}")
     before = LocalBackend(make_site(), root)
 
-    def killed(*_: Any) -> None:
-        raise KeyboardInterrupt  # the kill landed mid-way through the attempt's files
+    prepare = before._prepare
+
+    def killed(*args: Any) -> None:
+        prepare(*args)  # every file written but the mark that the attempt is whole
+        raise KeyboardInterrupt  # where the kill landed: nothing after this ran
 
     before._prepare = killed  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         before.submit(job)
     attempt = root / "32" / "1"
     assert attempt.is_dir()
-    past_grace = time.time() - 120
-    os.utime(attempt, (past_grace, past_grace))
+    written = time.time() - restarted_after_s
+    os.utime(attempt, (written, written))
     after = LocalBackend(make_site(), root)  # the restarted control plane
     assert after.find("32", 1) is None  # nothing ran there: the scheduler submits it again
     assert not attempt.exists()

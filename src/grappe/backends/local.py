@@ -98,8 +98,14 @@ class LocalBackend:
         self._active: dict[str, _Active] = {}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         for attempt_dir in sorted(self.root.glob("*/*")):
-            if attempt_dir.name.isdigit() and not (attempt_dir / lr.EXIT_FILE).exists():
-                self._status(f"{attempt_dir.parent.name}/{attempt_dir.name}")
+            if not attempt_dir.name.isdigit() or (attempt_dir / lr.EXIT_FILE).exists():
+                continue
+            if not (attempt_dir / PREPARED_FILE).exists():
+                # Left half-written by a control plane that died writing it: nothing ran.
+                # Taken back, it would be found as submitted and end as vanished once its
+                # grace ran out; left alone, ``find`` clears it for a fresh submit.
+                continue
+            self._status(f"{attempt_dir.parent.name}/{attempt_dir.name}")
 
     def capacity(self) -> SiteSnapshot:
         """Free capacity per pool: its size less what unfinished attempts hold."""
