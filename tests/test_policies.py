@@ -7,6 +7,8 @@ the one scheduling pass (``decide``) that the live loop runs too.
 from __future__ import annotations
 
 import math
+import random
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +25,7 @@ from grappe.scheduler import decide as decide_module
 from grappe.scheduler.decide import Entry, Running, decide
 from grappe.scheduler.policies import POLICIES, Grappe, QueuedJob, las_queue, policy
 from grappe.scheduler.predict import RuntimePredictor, shape
-from grappe.scheduler.window import window
+from grappe.scheduler.window import per_pool_window, per_pool_window_of_runs, window
 from grappe.sim.metrics import summarise
 from grappe.sim.replay import replay
 from grappe.sim.trace import TraceJob
@@ -391,3 +393,23 @@ def test_the_live_window_keeps_each_pools_first_jobs_and_those_no_pool_may_run()
     assert [e.queued.job_id for e in window(entries, policy("backfill"), snaps, 1)] == [0, 4, 6]
     assert [e.queued.job_id for e in window(entries, policy("fifo"), snaps, 3)] == [0, 1, 2]
     assert len(window(entries, policy("backfill"), snaps, 100)) == len(entries)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_window_found_with_sorts_is_the_walked_one(seed: int) -> None:
+    # Random runs (jobs that may run in the same pools, sorted), some longer than the cap:
+    # the sorted-runs window keeps exactly what the walk over the whole queue keeps.
+    rng = random.Random(seed)
+    pool_sets = [("a", "b"), ("b",), ("a",), ("b", "c"), ()]
+    jobs = list(range(400))
+    rng.shuffle(jobs)
+    runs: dict[tuple[str, ...], list[int]] = {p: [] for p in pool_sets}
+    for j in jobs:
+        runs[rng.choice(pool_sets)].append(j)
+    pools_of = {j: p for p, js in runs.items() for j in js}
+    cap = rng.choice([1, 5, 30, 120, 500])
+    pending = Counter(key for j in jobs for key in pools_of[j])
+    walked = per_pool_window(sorted(jobs), lambda j: pools_of[j], pending, cap)
+    found = per_pool_window_of_runs(((p, sorted(js)) for p, js in runs.items()), cap)
+    assert found == walked
+    assert len(walked) < len(jobs) or cap >= 120  # the cap cuts something in most cases

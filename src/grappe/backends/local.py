@@ -100,8 +100,7 @@ class LocalBackend:
         for attempt_dir in sorted(self.root.glob("*/*")):
             if not attempt_dir.name.isdigit() or (attempt_dir / lr.EXIT_FILE).exists():
                 continue
-            if not (attempt_dir / PREPARED_FILE).exists():
-                # Left half-written by a control plane that died writing it: nothing ran.
+            if self._half_written(attempt_dir):
                 # Taken back, it would be found as submitted and end as vanished once its
                 # grace ran out; left alone, ``find`` clears it for a fresh submit.
                 continue
@@ -167,9 +166,8 @@ class LocalBackend:
             return None
         with self._lock:
             ours = handle in self._active
-        if not ours and not (attempt_dir / PREPARED_FILE).exists():
-            # Left half-written by a control plane that died while preparing it: no runner
-            # starts an unprepared attempt, so nothing ran. Clear it for a fresh submit.
+        if not ours and self._half_written(attempt_dir):
+            # Nothing ran: clear it for a fresh submit.
             self._discard(handle, attempt_dir)
             return None
         return handle
@@ -260,6 +258,12 @@ class LocalBackend:
         lr.kill_orphans(runner)
         self._settle(attempt_dir, "FAILED", VANISHED, runner)
         return self._exit_status(handle, attempt_dir) or Status(JobState.FAILED, VANISHED)
+
+    @staticmethod
+    def _half_written(attempt_dir: Path) -> bool:
+        """Not marked whole: left by a control plane that died while writing it (when no
+        thread here is writing it). No runner starts such an attempt, so nothing ran."""
+        return not (attempt_dir / PREPARED_FILE).exists()
 
     @staticmethod
     def _never_claimed(attempt_dir: Path) -> bool:

@@ -9,10 +9,12 @@ trace replay (its own sorted queues) both cut the queue with ``per_pool_window``
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from grappe.domain.sites import SiteSnapshot
 from grappe.scheduler.lookups import PoolMemo
@@ -61,6 +63,33 @@ def per_pool_window(
         if wanted:
             picked.append(job)
     return picked
+
+
+def per_pool_window_of_runs(runs: Iterable[tuple[Sequence[K], list[Any]]], cap: int) -> list[Any]:
+    """What ``per_pool_window`` keeps when the pending jobs come as sorted runs, found with
+    sorts instead of a walk.
+
+    Each run is ``(pools, jobs)``: jobs that may all run in ``pools``, in the policy's
+    order, which is the order the jobs themselves sort in. Kept jobs are a prefix of each
+    run: those at most the ``cap``-th job of one of their pools (all of them where a pool
+    has fewer). Each run is read only up to ``cap``: a job with ``cap`` jobs before it in
+    its run has them before it in each of its pools.
+    """
+    heads = [(pools, jobs[:cap]) for pools, jobs in runs]
+    last: dict[K, Any] = {}
+    for key in {key for pools, _ in heads for key in pools}:
+        ranked = sorted(itertools.chain(*(head for pools, head in heads if key in pools)))
+        last[key] = ranked[cap - 1] if len(ranked) >= cap else None
+    kept: list[list[Any]] = []
+    for pools, head in heads:
+        bounds = [last[key] for key in pools]
+        if not bounds:  # no pool may run them: none is kept
+            continue
+        if any(b is None for b in bounds):
+            kept.append(head)
+        else:
+            kept.append(head[: bisect.bisect_right(head, max(bounds))])
+    return sorted(itertools.chain(*kept))
 
 
 def window(

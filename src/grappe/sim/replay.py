@@ -33,7 +33,12 @@ from grappe.scheduler.decide import Entry, Running
 from grappe.scheduler.lookups import PoolMemo
 from grappe.scheduler.policies import KeyedPolicy, Policy, QueuedJob, policy
 from grappe.scheduler.predict import RuntimePredictor
-from grappe.scheduler.window import MAX_PENDING_PER_PASS, per_pool_window, window
+from grappe.scheduler.window import (
+    MAX_PENDING_PER_PASS,
+    per_pool_window,
+    per_pool_window_of_runs,
+    window,
+)
 from grappe.sim.federation import PoolState, gpu_speed, request_for, rescale, total_gpus
 from grappe.sim.records import JobRecord, SimResult
 from grappe.sim.trace import TraceJob
@@ -362,8 +367,10 @@ def replay(
             s = share_step(live[0][0])
             if len(live) == 1:  # its jobs may all run in the same pools
                 ranked: Iterable[tuple[Any, int]] = itertools.islice(queues[live[0]], max_pending)
-            else:
-                ranked = lane_window(live)
+            else:  # lanes are sorted runs, each of jobs that may run in the same pools
+                ranked = per_pool_window_of_runs(
+                    ((lane[1], queues[lane]) for lane in live), max_pending
+                )
             return [entry_of(i, s) for _, i in ranked]
 
         def walk(lane: Lane) -> Iterator[tuple[tuple[Any, ...], Entry]]:
@@ -374,26 +381,6 @@ def replay(
 
         merged = heapq.merge(*(walk(lane) for lane in live), key=lambda pair: pair[0])
         return cut(e for _, e in merged)
-
-    def lane_window(live: list[Lane]) -> list[tuple[tuple[Any, ...], int]]:
-        """What ``cut`` keeps of the lanes of one group, in order, found with sorts of the
-        lanes' first ``max_pending`` keys instead of a walk: a job is kept if its key is at
-        most that of the ``max_pending``-th job of one of its pools (or a pool has fewer)."""
-        heads = {lane: queues[lane][:max_pending] for lane in live}
-        last: dict[tuple[str, str], tuple[Any, int] | None] = {}
-        for key in {key for lane in live for key in lane[1]}:
-            ranked = sorted(itertools.chain(*(heads[lane] for lane in live if key in lane[1])))
-            last[key] = ranked[max_pending - 1] if len(ranked) >= max_pending else None
-        kept: list[list[tuple[Any, int]]] = []
-        for lane in live:
-            bounds = [last[key] for key in lane[1]]
-            if not bounds:  # no pool may run them: ``cut`` keeps none
-                continue
-            if any(b is None for b in bounds):
-                kept.append(heads[lane])
-            else:
-                kept.append(heads[lane][: bisect.bisect_right(heads[lane], max(bounds))])
-        return sorted(itertools.chain(*kept))
 
     def could_start() -> bool:
         if not pending_sizes:
